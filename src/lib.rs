@@ -1,0 +1,1 @@
+//! Kubernetes operator that orders, pays for and manages is*hosting VPS servers.
