@@ -1,1 +1,184 @@
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use ishosting_operator::controller::{self, Context, ControllerConfig, SecretLocation};
+use ishosting_operator::ishosting::{ApiClient, Budget, ClientConfig};
+use ishosting_operator::metrics::{self, Metrics};
+use ishosting_operator::telemetry::{self, LogFormat};
+use ishosting_operator::{crd, simulator};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+/// Kubernetes operator that orders, pays for and manages is*hosting VPS servers.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller against the cluster in KUBECONFIG (or in-cluster config).
+    Run(Box<RunArgs>),
+    /// Print the IsHostingVps CustomResourceDefinition as YAML.
+    Crd,
+    /// Serve a simulator of the is*hosting API for tests and demos.
+    Simulate(simulator::SimulateArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Kubeconfig file; without it the usual inference applies (KUBECONFIG, ~/.kube/config,
+    /// in-cluster service account).
+    #[arg(long, env = "ISHOSTING_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Namespace to watch; all namespaces when unset.
+    #[arg(long, env = "ISHOSTING_WATCH_NAMESPACE")]
+    namespace: Option<String>,
+
+    /// Base URL of the is*hosting API.
+    #[arg(long, env = "ISHOSTING_API_URL", default_value = "https://api.ishosting.com")]
+    api_url: url::Url,
+
+    /// Secret with the API key for resources that set no credentialsSecretRef, as
+    /// namespace/name or namespace/name:key (key defaults to apiKey).
+    #[arg(long, env = "ISHOSTING_DEFAULT_SECRET")]
+    default_secret: Option<SecretLocation>,
+
+    /// Address of the /metrics, /livez and /readyz endpoints.
+    #[arg(long, env = "ISHOSTING_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    metrics_listen: SocketAddr,
+
+    /// Log format.
+    #[arg(long, env = "ISHOSTING_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+
+    /// Accept-Language header sent to the provider (en or ru); it sets the language of the
+    /// provider's messages.
+    #[arg(long, env = "ISHOSTING_ACCEPT_LANGUAGE", default_value = "en")]
+    accept_language: String,
+
+    /// Header that carries the API key.
+    #[arg(long, env = "ISHOSTING_TOKEN_HEADER", default_value = "X-Api-Token")]
+    token_header: String,
+
+    /// User-Agent sent to the provider.
+    #[arg(long, env = "ISHOSTING_USER_AGENT")]
+    user_agent: Option<String>,
+
+    /// Timeout of one provider request, in seconds.
+    #[arg(long, env = "ISHOSTING_REQUEST_TIMEOUT_SECONDS", default_value_t = 30)]
+    request_timeout_seconds: u64,
+
+    /// Requests per 10 seconds per API key (the provider blocks a key for an hour above 150).
+    #[arg(long, env = "ISHOSTING_BUDGET_PER_10S", default_value_t = 100)]
+    budget_per_10s: u32,
+
+    /// Requests per minute per API key (the provider challenges a key above 300).
+    #[arg(long, env = "ISHOSTING_BUDGET_PER_MINUTE", default_value_t = 250)]
+    budget_per_minute: u32,
+
+    /// Seconds an order with an unknown outcome is left to settle before the provider is
+    /// searched for it; keep it above the request timeout.
+    #[arg(long, env = "ISHOSTING_ORDER_SETTLE_SECONDS", default_value_t = 90)]
+    order_settle_seconds: u64,
+
+    /// Seconds between checks while money or provisioning is in flight.
+    #[arg(long, env = "ISHOSTING_POLL_SECONDS", default_value_t = 5)]
+    poll_seconds: u64,
+
+    /// Seconds between checks of a settled server.
+    #[arg(long, env = "ISHOSTING_RESYNC_SECONDS", default_value_t = 300)]
+    resync_seconds: u64,
+
+    /// Seconds between retries while a person must act (missing Secret, rejected key,
+    /// insufficient balance).
+    #[arg(long, env = "ISHOSTING_RECHECK_SECONDS", default_value_t = 120)]
+    recheck_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => {
+            print!("{}", crd::crd_yaml());
+            Ok(())
+        }
+        Command::Simulate(args) => {
+            telemetry::init(LogFormat::Text);
+            simulator::run(args).await
+        }
+        Command::Run(args) => run(*args).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    if args.order_settle_seconds <= args.request_timeout_seconds {
+        anyhow::bail!(
+            "--order-settle-seconds ({}) must be greater than --request-timeout-seconds ({}), or an order still in flight could be placed twice",
+            args.order_settle_seconds,
+            args.request_timeout_seconds
+        );
+    }
+
+    let kube_config = match &args.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("cannot find a Kubernetes configuration")?,
+    };
+    let kube = kube::Client::try_from(kube_config)?;
+
+    let mut client_config = ClientConfig {
+        base_url: args.api_url.clone(),
+        token_header: args.token_header.clone(),
+        accept_language: args.accept_language.clone(),
+        request_timeout: Duration::from_secs(args.request_timeout_seconds),
+        budget: Budget {
+            short_requests: args.budget_per_10s,
+            short_window: Duration::from_secs(10),
+            long_requests: args.budget_per_minute,
+            long_window: Duration::from_secs(60),
+        },
+        ..ClientConfig::default()
+    };
+    if let Some(user_agent) = &args.user_agent {
+        client_config.user_agent = user_agent.clone();
+    }
+    let provider = ApiClient::new(client_config)?;
+
+    let config = ControllerConfig {
+        namespace: args.namespace.clone(),
+        default_secret: args.default_secret.clone(),
+        order_settle: Duration::from_secs(args.order_settle_seconds),
+        fast_requeue: Duration::from_secs(args.poll_seconds.max(1)),
+        settled_requeue: Duration::from_secs(args.resync_seconds.max(1)),
+        needs_user_requeue: Duration::from_secs(args.recheck_seconds.max(1)),
+        ..ControllerConfig::default()
+    };
+    tracing::info!(api = %args.api_url, default_secret = ?args.default_secret, "starting ishosting-operator");
+
+    let metrics = Arc::new(Metrics::new());
+    let server = tokio::spawn(metrics::serve(args.metrics_listen, metrics.clone()));
+    let ctx = Arc::new(Context::new(kube, provider, config, metrics.clone()));
+    metrics.set_ready(true);
+
+    tokio::select! {
+        result = controller::run(ctx) => result,
+        result = server => {
+            result??;
+            anyhow::bail!("the metrics server stopped")
+        }
+    }
+}

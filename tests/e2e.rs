@@ -1,0 +1,274 @@
+//! End-to-end tests: a real kube-apiserver and etcd (started by `make test`), the CRD and
+//! RBAC from `deploy/`, the provider simulator over HTTP on loopback, and the operator
+//! binary as a separate process.
+
+mod support;
+
+use std::time::Duration;
+
+use ishosting_operator::crd::Phase;
+use kube::ResourceExt;
+use rust_decimal_macros::dec;
+use support::{TestEnv, condition, walkthrough_spec};
+
+const SECRET: &str = "ishosting-credentials";
+const RUNNING_TIMEOUT: Duration = Duration::from_secs(60);
+const CONDITION_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn walkthrough_vps_reaches_running() {
+    let Some(mut env) = TestEnv::start("walkthrough", dec!(500)).await else {
+        return;
+    };
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    env.start_operator();
+    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
+
+    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
+    let status = vps.status.clone().unwrap();
+    let quote = status.quote.as_ref().expect("quote recorded");
+    assert_eq!(quote.currency, "USD");
+    assert!(quote.total.parse::<f64>().unwrap() > 0.0, "quote {quote:?}");
+    assert!(status.invoice_id.is_some(), "invoice id recorded");
+    assert_eq!(status.invoice_status.as_deref(), Some("Paid"));
+    assert!(status.service_id.is_some(), "service id recorded");
+    assert!(status.public_ip.is_some(), "public IP recorded");
+    assert_eq!(status.observed_generation, vps.metadata.generation);
+    assert_eq!(condition(&vps, "Ready").unwrap().status, "True");
+    assert_eq!(condition(&vps, "Paid").unwrap().status, "True");
+    assert_eq!(condition(&vps, "Stalled").unwrap().status, "False");
+
+    let uid = vps.uid().unwrap();
+    let identity = format!("isvps-{uid}");
+    let stats = env.admin.stats().await.unwrap();
+    assert_eq!(stats.orders_by_identity.get(&identity), Some(&1), "{stats:?}");
+    assert_eq!(stats.payments_by_identity.get(&identity), Some(&1), "{stats:?}");
+    assert_eq!(stats.orders_by_identity.values().sum::<u32>(), 1);
+
+    let service = stats
+        .services
+        .iter()
+        .find(|s| Some(&s.id) == status.service_id.as_ref())
+        .expect("service at the simulator");
+    assert!(service.tags.contains(&format!("k8s-uid:{uid}")), "{service:?}");
+    assert!(service.tags.contains(&"e2e".to_string()), "{service:?}");
+    assert_eq!(service.name, format!("{}/web-1", env.namespace));
+}
+
+#[tokio::test]
+async fn unknown_plan_orders_nothing() {
+    let Some(mut env) = TestEnv::start("unknown-plan", dec!(500)).await else {
+        return;
+    };
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    env.start_operator();
+    env.create_vps(
+        "bad-plan",
+        serde_json::json!({"plan": "999_6m", "credentialsSecretRef": {"name": SECRET}}),
+    )
+    .await;
+
+    let vps = env
+        .wait_condition("bad-plan", "Stalled", "ValidationFailed", CONDITION_TIMEOUT)
+        .await;
+    let stalled = condition(&vps, "Stalled").unwrap();
+    assert_eq!(stalled.status, "True");
+    assert!(stalled.message.contains("999_6m"), "{}", stalled.message);
+    assert_eq!(condition(&vps, "Quoted").unwrap().status, "False");
+    assert_eq!(vps.status.as_ref().unwrap().phase, Some(Phase::Pending));
+
+    // Give the operator time for a few more passes: still nothing ordered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = env.admin.stats().await.unwrap();
+    assert!(stats.orders_by_identity.is_empty(), "{stats:?}");
+    assert!(stats.invoices.is_empty(), "{stats:?}");
+}
+
+#[tokio::test]
+async fn missing_secret_recovers_when_created() {
+    let Some(mut env) = TestEnv::start("missing-secret", dec!(500)).await else {
+        return;
+    };
+    env.start_operator();
+    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
+
+    let vps = env
+        .wait_condition("web-1", "Stalled", "SecretNotFound", CONDITION_TIMEOUT)
+        .await;
+    let stalled = condition(&vps, "Stalled").unwrap();
+    assert_eq!(stalled.status, "True");
+    assert!(stalled.message.contains(SECRET), "{}", stalled.message);
+    assert!(env.admin.stats().await.unwrap().requests_total == 0);
+
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
+    assert_eq!(condition(&vps, "Stalled").unwrap().status, "False");
+    let stats = env.admin.stats().await.unwrap();
+    assert_eq!(stats.orders_by_identity.values().sum::<u32>(), 1);
+}
+
+#[tokio::test]
+async fn rejected_key_sets_condition() {
+    let Some(mut env) = TestEnv::start("rejected-key", dec!(500)).await else {
+        return;
+    };
+    env.create_secret(SECRET, "not-a-key-of-this-account").await;
+    env.start_operator();
+    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
+
+    let vps = env
+        .wait_condition("web-1", "Stalled", "CredentialsRejected", CONDITION_TIMEOUT)
+        .await;
+    let stalled = condition(&vps, "Stalled").unwrap();
+    assert_eq!(stalled.status, "True");
+    assert!(stalled.message.contains(SECRET), "{}", stalled.message);
+    assert!(stalled.message.contains("70 days"), "{}", stalled.message);
+    assert!(
+        !stalled.message.contains("not-a-key-of-this-account"),
+        "the key leaked into status"
+    );
+    let stats = env.admin.stats().await.unwrap();
+    assert!(stats.orders_by_identity.is_empty(), "{stats:?}");
+}
+
+#[tokio::test]
+async fn insufficient_balance_pays_after_top_up() {
+    let Some(mut env) = TestEnv::start("low-balance", dec!(1)).await else {
+        return;
+    };
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    env.start_operator();
+    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
+
+    let vps = env
+        .wait_condition("web-1", "Paid", "InsufficientFunds", CONDITION_TIMEOUT)
+        .await;
+    let status = vps.status.clone().unwrap();
+    assert_eq!(status.phase, Some(Phase::Ordered));
+    assert_eq!(status.invoice_status.as_deref(), Some("Unpaid"));
+    assert_eq!(condition(&vps, "Stalled").unwrap().status, "True");
+    let invoice_id = status.invoice_id.clone().expect("invoice recorded");
+
+    env.admin.top_up(&env.api_key, dec!(500)).await.unwrap();
+    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
+    assert_eq!(vps.status.as_ref().unwrap().invoice_id, Some(invoice_id));
+
+    let identity = format!("isvps-{}", vps.uid().unwrap());
+    let stats = env.admin.stats().await.unwrap();
+    assert_eq!(stats.orders_by_identity.get(&identity), Some(&1), "{stats:?}");
+    assert_eq!(stats.payments_by_identity.get(&identity), Some(&1), "{stats:?}");
+}
+
+#[tokio::test]
+async fn delete_cancels_unpaid_invoice() {
+    let Some(mut env) = TestEnv::start("delete-unpaid", dec!(1)).await else {
+        return;
+    };
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    env.start_operator();
+    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
+    let vps = env
+        .wait_condition("web-1", "Paid", "InsufficientFunds", CONDITION_TIMEOUT)
+        .await;
+    let invoice_id = vps.status.unwrap().invoice_id.unwrap();
+
+    env.vps_api()
+        .delete("web-1", &Default::default())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + CONDITION_TIMEOUT;
+    while env.vps_api().get_opt("web-1").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web-1 was not deleted: {}",
+            env.operator_log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let stats = env.admin.stats().await.unwrap();
+    let invoice = stats
+        .invoices
+        .iter()
+        .find(|i| i.id == invoice_id)
+        .expect("invoice at the simulator");
+    assert!(
+        invoice.status.to_ascii_lowercase().contains("cancel"),
+        "{invoice:?}"
+    );
+}
+
+#[tokio::test]
+async fn api_server_rejects_invalid_additions() {
+    let Some(env) = TestEnv::start("invalid-additions", dec!(0)).await else {
+        return;
+    };
+    let cases = [
+        (
+            serde_json::json!({"category": "ip", "code": "x", "quantity": 2}),
+            "exactly one of code or quantity",
+        ),
+        (
+            serde_json::json!({"category": "ip"}),
+            "exactly one of code or quantity",
+        ),
+        (
+            serde_json::json!({"category": "ip", "quantity": 0}),
+            "quantity must be positive",
+        ),
+    ];
+    for (index, (addition, expected)) in cases.into_iter().enumerate() {
+        let spec = serde_json::json!({"plan": "29_6m", "additions": [addition]});
+        let error = env
+            .try_create_vps(&format!("invalid-{index}"), spec)
+            .await
+            .expect_err("the API server must reject the addition");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn api_server_keeps_plan_immutable() {
+    let Some(env) = TestEnv::start("immutable-plan", dec!(0)).await else {
+        return;
+    };
+    env.create_vps("web-1", serde_json::json!({"plan": "29_6m"}))
+        .await;
+    let patch = serde_json::json!({"spec": {"plan": "29_1y"}});
+    let error = env
+        .vps_api()
+        .patch(
+            "web-1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect_err("the API server must reject a plan change");
+    assert!(error.to_string().contains("plan is immutable"), "{error}");
+}
+
+#[tokio::test]
+async fn kubectl_explain_shows_field_docs() {
+    let Some(_env) = TestEnv::start("explain", dec!(0)).await else {
+        return;
+    };
+    let kubeconfig = std::env::var("ISHOSTING_E2E_KUBECONFIG").unwrap();
+    // The API server publishes a new CRD's OpenAPI schema a few seconds after it is
+    // established, so the command is retried for a while.
+    let mut last = String::new();
+    for _ in 0..60 {
+        let output = std::process::Command::new("kubectl")
+            .args(["explain", "ishostingvps.spec.plan", "--kubeconfig", &kubeconfig])
+            .output()
+            .expect("run kubectl");
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if output.status.success() && last.contains("Tariff plan code") {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("kubectl explain did not show the plan's doc: {last}");
+}

@@ -1,0 +1,269 @@
+//! Harness of the end-to-end tests: a real kube-apiserver started by
+//! `hack/with-controlplane.sh`, the provider simulator in-process on loopback, and the
+//! operator binary as a separate process with its production RBAC.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ishosting_operator::crd::{IsHostingVps, Phase};
+use ishosting_operator::simulator::{AdminClient, Simulator, SimulatorConfig, SimulatorHandle};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use rust_decimal::Decimal;
+
+/// One test's world: its own namespace, simulator and operator process.
+pub struct TestEnv {
+    pub client: kube::Client,
+    pub namespace: String,
+    pub simulator: SimulatorHandle,
+    pub admin: AdminClient,
+    pub api_key: String,
+    operator: Option<OperatorProcess>,
+    operator_kubeconfig: PathBuf,
+}
+
+impl TestEnv {
+    /// Starts a test world, or returns `None` (and prints why) when no control plane is
+    /// configured outside CI. Under `CI=true` a missing control plane fails the test.
+    pub async fn start(test: &str, balance: Decimal) -> Option<TestEnv> {
+        let admin_kubeconfig = match std::env::var("ISHOSTING_E2E_KUBECONFIG") {
+            Ok(path) if !path.is_empty() => PathBuf::from(path),
+            _ => {
+                let message = "ISHOSTING_E2E_KUBECONFIG is not set: run the tests with `make test` (hack/with-controlplane.sh starts the control plane)";
+                if std::env::var("CI").is_ok_and(|value| value == "true") {
+                    panic!("{message}");
+                }
+                eprintln!("skipping {test}: {message}");
+                return None;
+            }
+        };
+        let operator_kubeconfig = std::env::var("ISHOSTING_E2E_OPERATOR_KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| admin_kubeconfig.clone());
+
+        let client = client_for(&admin_kubeconfig).await;
+        let namespace = format!(
+            "{}-{}",
+            test.replace('_', "-"),
+            &uuid::Uuid::new_v4().simple().to_string()[..6]
+        );
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let manifest: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": namespace}
+        }))
+        .unwrap();
+        namespaces
+            .create(&PostParams::default(), &manifest)
+            .await
+            .expect("create the test namespace");
+
+        let api_key = format!("key-{namespace}");
+        let config = SimulatorConfig {
+            speed: 1.0,
+            provision: Duration::from_millis(500),
+            accounts: vec![(api_key.clone(), balance)],
+        };
+        let simulator = Simulator::start(config, "127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("start the simulator");
+        let admin = simulator.admin();
+
+        Some(TestEnv {
+            client,
+            namespace,
+            simulator,
+            admin,
+            api_key,
+            operator: None,
+            operator_kubeconfig,
+        })
+    }
+
+    pub fn vps_api(&self) -> Api<IsHostingVps> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Starts the operator binary, watching only this test's namespace.
+    pub fn start_operator(&mut self) {
+        self.operator = Some(OperatorProcess::spawn(
+            &self.operator_kubeconfig,
+            &self.namespace,
+            &self.simulator.base_url(),
+        ));
+    }
+
+    /// Creates the Secret `name` holding `key` under `apiKey`.
+    pub async fn create_secret(&self, name: &str, key: &str) {
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "stringData": {"apiKey": key}
+        }))
+        .unwrap();
+        let _ = secrets.delete(name, &DeleteParams::default()).await;
+        secrets
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create the Secret");
+    }
+
+    /// Creates an `IsHostingVps` from a JSON spec.
+    pub async fn create_vps(&self, name: &str, spec: serde_json::Value) -> IsHostingVps {
+        self.try_create_vps(name, spec)
+            .await
+            .expect("create the IsHostingVps")
+    }
+
+    pub async fn try_create_vps(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Result<IsHostingVps, kube::Error> {
+        let vps: IsHostingVps = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ishosting.com/v1alpha1",
+            "kind": "IsHostingVps",
+            "metadata": {"name": name},
+            "spec": spec,
+        }))
+        .expect("a valid IsHostingVps");
+        self.vps_api().create(&PostParams::default(), &vps).await
+    }
+
+    /// Waits until `check` accepts the resource, polling every 250 ms; panics with the last
+    /// status seen after `timeout`.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        timeout: Duration,
+        what: &str,
+        check: impl Fn(&IsHostingVps) -> bool,
+    ) -> IsHostingVps {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Ok(Some(vps)) = self.vps_api().get_opt(name).await {
+                if check(&vps) {
+                    return vps;
+                }
+                last = Some(vps);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        panic!(
+            "{name} did not reach {what} within {timeout:?}; last status: {}\noperator log: {}",
+            serde_json::to_string_pretty(&last.and_then(|v| v.status)).unwrap(),
+            self.operator_log_tail()
+        );
+    }
+
+    pub async fn wait_phase(&self, name: &str, phase: Phase, timeout: Duration) -> IsHostingVps {
+        self.wait_for(name, timeout, phase.as_str(), |vps| {
+            vps.status.as_ref().and_then(|s| s.phase) == Some(phase)
+        })
+        .await
+    }
+
+    /// Waits until condition `type_` has `reason`.
+    pub async fn wait_condition(
+        &self,
+        name: &str,
+        type_: &str,
+        reason: &str,
+        timeout: Duration,
+    ) -> IsHostingVps {
+        self.wait_for(name, timeout, &format!("{type_}={reason}"), |vps| {
+            condition(vps, type_).is_some_and(|c| c.reason == reason)
+        })
+        .await
+    }
+
+    pub fn operator_log_tail(&self) -> String {
+        self.operator
+            .as_ref()
+            .map(|operator| operator.log_tail())
+            .unwrap_or_default()
+    }
+}
+
+/// Returns condition `type_` of a resource.
+pub fn condition<'a>(
+    vps: &'a IsHostingVps,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    vps.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+/// The walkthrough's order: plan 29_6m in Amsterdam with Debian, 4 extra IPs and 2 GB RAM.
+pub fn walkthrough_spec(secret: &str) -> serde_json::Value {
+    serde_json::json!({
+        "plan": "29_6m",
+        "location": "ams",
+        "additions": [
+            {"category": "os", "code": "linux/debian11#64"},
+            {"category": "ip", "quantity": 4},
+            {"category": "ram", "code": "2g"}
+        ],
+        "tags": ["e2e"],
+        "credentialsSecretRef": {"name": secret}
+    })
+}
+
+async fn client_for(path: &PathBuf) -> kube::Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("read the test kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("load the test kubeconfig");
+    kube::Client::try_from(config).expect("build a Kubernetes client")
+}
+
+/// The operator binary running as a child process; killed when dropped.
+struct OperatorProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl OperatorProcess {
+    fn spawn(kubeconfig: &PathBuf, namespace: &str, api_url: &str) -> OperatorProcess {
+        let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
+        std::fs::create_dir_all(&log_dir).unwrap();
+        let log = log_dir.join(format!("{namespace}-operator.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_ishosting-operator"))
+            .args(["run", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(["--namespace", namespace, "--api-url", api_url])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--request-timeout-seconds", "3", "--order-settle-seconds", "5"])
+            .args(["--poll-seconds", "1", "--recheck-seconds", "2"])
+            .args(["--resync-seconds", "30"])
+            .env("RUST_LOG", "info,ishosting_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start the operator binary");
+        OperatorProcess { child, log }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(30);
+        lines[start..].join("\n")
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
