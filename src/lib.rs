@@ -1,1 +1,2 @@
 //! Kubernetes operator that orders, pays for and manages is*hosting VPS servers.
+pub mod ishosting;
