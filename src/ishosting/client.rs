@@ -356,8 +356,9 @@ impl Account {
     /// Places an order and returns its invoice (`POST /billing/order`). Never retried.
     ///
     /// [`ApiError::OutcomeUnknown`] means the order may exist: look for its invoice (for
-    /// example by the item comment) before ordering again. Hold [`order_lock`](Self::order_lock)
-    /// around this call.
+    /// example by the item comment) before ordering again. Dropping the returned future after
+    /// the request was sent leaves the outcome unknown in the same way. Hold
+    /// [`order_lock`](Self::order_lock) around this call.
     pub async fn order(&self, order: &OrderRequest) -> Result<Invoice, ApiError> {
         check_order(order)?;
         let body = to_body(order)?;
@@ -676,6 +677,16 @@ impl Account {
         {
             return Err(ApiError::InvalidInput {
                 detail: format!("path segment {empty} is empty (an id or code was not given)"),
+            });
+        }
+        // The url crate drops "." and ".." segments instead of encoding them, which would
+        // send the request to another path.
+        if let Some(dots) = segments
+            .iter()
+            .find(|segment| matches!(**segment, "." | ".."))
+        {
+            return Err(ApiError::InvalidInput {
+                detail: format!("{dots:?} is not a valid id or code"),
             });
         }
         let mut url = self.client.inner.base_url.clone();
@@ -1412,6 +1423,11 @@ mod tests {
             account.vps("").await.unwrap_err(),
             account.invoice(" ").await.unwrap_err(),
             account.order(&OrderRequest::default()).await.unwrap_err(),
+            account
+                .vps_action("..", VpsAction::Cancel)
+                .await
+                .unwrap_err(),
+            account.plan(".").await.unwrap_err(),
         ] {
             assert_eq!(error.category(), "InvalidInput", "{error:?}");
         }
