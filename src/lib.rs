@@ -1,1 +1,3 @@
 //! Kubernetes operator that orders, pays for and manages is*hosting VPS servers.
+
+pub mod simulator;
