@@ -42,7 +42,11 @@ struct RunArgs {
     namespace: Option<String>,
 
     /// Base URL of the is*hosting API.
-    #[arg(long, env = "ISHOSTING_API_URL", default_value = "https://api.ishosting.com")]
+    #[arg(
+        long,
+        env = "ISHOSTING_API_URL",
+        default_value = "https://api.ishosting.com"
+    )]
     api_url: url::Url,
 
     /// Secret with the API key for resources that set no credentialsSecretRef, as

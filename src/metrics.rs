@@ -164,7 +164,9 @@ mod tests {
         metrics.count_error("RateLimited");
         let text = metrics.encode();
         assert!(text.contains("ishosting_operator_orders_total{result=\"placed\"} 1"));
-        assert!(text.contains("ishosting_operator_reconcile_errors_total{category=\"RateLimited\"} 1"));
+        assert!(
+            text.contains("ishosting_operator_reconcile_errors_total{category=\"RateLimited\"} 1")
+        );
         assert!(text.contains("ishosting_operator_reconcile_duration_seconds"));
     }
 }

@@ -26,8 +26,13 @@ fn chart_crd_matches_generated() {
 #[test]
 fn crd_has_printer_columns_and_short_name() {
     let yaml = ishosting_operator::crd::crd_yaml();
-    for column in ["Plan", "Location", "Phase", "Invoice", "Service", "IP", "Age"] {
-        assert!(yaml.contains(&format!("name: {column}\n")), "column {column}");
+    for column in [
+        "Plan", "Location", "Phase", "Invoice", "Service", "IP", "Age",
+    ] {
+        assert!(
+            yaml.contains(&format!("name: {column}\n")),
+            "column {column}"
+        );
     }
     assert!(yaml.contains("- isvps"));
     assert!(yaml.contains("x-kubernetes-list-type: map"));

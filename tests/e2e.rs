@@ -24,7 +24,9 @@ async fn walkthrough_vps_reaches_running() {
     env.start_operator();
     env.create_vps("web-1", walkthrough_spec(SECRET)).await;
 
-    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
+    let vps = env
+        .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
+        .await;
     let status = vps.status.clone().unwrap();
     let quote = status.quote.as_ref().expect("quote recorded");
     assert_eq!(quote.currency, "USD");
@@ -41,8 +43,16 @@ async fn walkthrough_vps_reaches_running() {
     let uid = vps.uid().unwrap();
     let identity = format!("isvps-{uid}");
     let stats = env.admin.stats().await.unwrap();
-    assert_eq!(stats.orders_by_identity.get(&identity), Some(&1), "{stats:?}");
-    assert_eq!(stats.payments_by_identity.get(&identity), Some(&1), "{stats:?}");
+    assert_eq!(
+        stats.orders_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.payments_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
     assert_eq!(stats.orders_by_identity.values().sum::<u32>(), 1);
 
     let service = stats
@@ -50,7 +60,10 @@ async fn walkthrough_vps_reaches_running() {
         .iter()
         .find(|s| Some(&s.id) == status.service_id.as_ref())
         .expect("service at the simulator");
-    assert!(service.tags.contains(&format!("k8s-uid:{uid}")), "{service:?}");
+    assert!(
+        service.tags.contains(&format!("k8s-uid:{uid}")),
+        "{service:?}"
+    );
     assert!(service.tags.contains(&"e2e".to_string()), "{service:?}");
     assert_eq!(service.name, format!("{}/web-1", env.namespace));
 }
@@ -101,7 +114,9 @@ async fn missing_secret_recovers_when_created() {
     assert!(env.admin.stats().await.unwrap().requests_total == 0);
 
     env.create_secret(SECRET, &env.api_key.clone()).await;
-    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
+    let vps = env
+        .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
+        .await;
     assert_eq!(condition(&vps, "Stalled").unwrap().status, "False");
     let stats = env.admin.stats().await.unwrap();
     assert_eq!(stats.orders_by_identity.values().sum::<u32>(), 1);
@@ -150,13 +165,23 @@ async fn insufficient_balance_pays_after_top_up() {
     let invoice_id = status.invoice_id.clone().expect("invoice recorded");
 
     env.admin.top_up(&env.api_key, dec!(500)).await.unwrap();
-    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
+    let vps = env
+        .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
+        .await;
     assert_eq!(vps.status.as_ref().unwrap().invoice_id, Some(invoice_id));
 
     let identity = format!("isvps-{}", vps.uid().unwrap());
     let stats = env.admin.stats().await.unwrap();
-    assert_eq!(stats.orders_by_identity.get(&identity), Some(&1), "{stats:?}");
-    assert_eq!(stats.payments_by_identity.get(&identity), Some(&1), "{stats:?}");
+    assert_eq!(
+        stats.orders_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.payments_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -189,7 +214,7 @@ async fn delete_cancels_unpaid_invoice() {
     let invoice = stats
         .invoices
         .iter()
-        .find(|i| i.id == invoice_id)
+        .find(|i| i.id.to_string() == invoice_id)
         .expect("invoice at the simulator");
     assert!(
         invoice.status.to_ascii_lowercase().contains("cancel"),
@@ -257,7 +282,12 @@ async fn kubectl_explain_shows_field_docs() {
     let mut last = String::new();
     for _ in 0..60 {
         let output = std::process::Command::new("kubectl")
-            .args(["explain", "ishostingvps.spec.plan", "--kubeconfig", &kubeconfig])
+            .args([
+                "explain",
+                "ishostingvps.spec.plan",
+                "--kubeconfig",
+                &kubeconfig,
+            ])
             .output()
             .expect("run kubectl");
         last = format!(

@@ -31,7 +31,8 @@ fn assert_success(output: &std::process::Output, what: &str) -> String {
 
 #[test]
 fn helm_chart_lints() {
-    let Some(output) = tool_output("helm", &["lint", "--strict", "charts/ishosting-operator"]) else {
+    let Some(output) = tool_output("helm", &["lint", "--strict", "charts/ishosting-operator"])
+    else {
         return;
     };
     assert_success(&output, "helm lint");
@@ -39,7 +40,8 @@ fn helm_chart_lints() {
 
 #[test]
 fn helm_chart_renders_deployment() {
-    let Some(output) = tool_output("helm", &["template", "demo", "charts/ishosting-operator"]) else {
+    let Some(output) = tool_output("helm", &["template", "demo", "charts/ishosting-operator"])
+    else {
         return;
     };
     let rendered = assert_success(&output, "helm template");

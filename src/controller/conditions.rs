@@ -82,7 +82,8 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 fn to_time(now: DateTime<Utc>) -> Time {
     // Conditions carry whole seconds on the wire; dropping the fraction here keeps a
     // freshly built condition equal to the one read back from the API server.
-    let timestamp = jiff::Timestamp::from_second(now.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let timestamp =
+        jiff::Timestamp::from_second(now.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     Time(timestamp)
 }
 
@@ -108,8 +109,24 @@ mod tests {
     #[test]
     fn same_status_keeps_transition_time() {
         let mut conditions = Vec::new();
-        set(&mut conditions, READY, Status::False, "Ordered", "a", 1, at(0));
-        set(&mut conditions, READY, Status::False, "Paid", "b", 1, at(60));
+        set(
+            &mut conditions,
+            READY,
+            Status::False,
+            "Ordered",
+            "a",
+            1,
+            at(0),
+        );
+        set(
+            &mut conditions,
+            READY,
+            Status::False,
+            "Paid",
+            "b",
+            1,
+            at(60),
+        );
         assert_eq!(conditions.len(), 1);
         assert_eq!(conditions[0].reason, "Paid");
         assert_eq!(
@@ -122,7 +139,15 @@ mod tests {
     fn new_status_moves_transition_time() {
         let mut conditions = Vec::new();
         set(&mut conditions, READY, Status::False, "Paid", "", 1, at(0));
-        set(&mut conditions, READY, Status::True, "Running", "", 2, at(60));
+        set(
+            &mut conditions,
+            READY,
+            Status::True,
+            "Running",
+            "",
+            2,
+            at(60),
+        );
         assert_eq!(conditions[0].status, "True");
         assert_eq!(conditions[0].observed_generation, Some(2));
         assert_eq!(
@@ -136,7 +161,15 @@ mod tests {
         let mut first = Vec::new();
         set(&mut first, PAID, Status::True, "InvoicePaid", "x", 1, at(0));
         let mut second = first.clone();
-        set(&mut second, PAID, Status::True, "InvoicePaid", "x", 1, at(300));
+        set(
+            &mut second,
+            PAID,
+            Status::True,
+            "InvoicePaid",
+            "x",
+            1,
+            at(300),
+        );
         assert_eq!(first, second);
     }
 
@@ -151,7 +184,15 @@ mod tests {
     #[test]
     fn is_true_reads_status() {
         let mut conditions = Vec::new();
-        set(&mut conditions, STALLED, Status::True, "SecretNotFound", "", 1, at(0));
+        set(
+            &mut conditions,
+            STALLED,
+            Status::True,
+            "SecretNotFound",
+            "",
+            1,
+            at(0),
+        );
         assert!(is_true(&conditions, STALLED));
         assert!(!is_true(&conditions, READY));
     }

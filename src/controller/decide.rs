@@ -13,8 +13,8 @@ use crate::crd::{IsHostingVpsStatus, Phase};
 pub enum Step {
     /// Price the order with the provider's validation call.
     Quote,
-    /// Search the provider for an order carrying this resource's identity before any
-    /// order is placed, because an earlier order's answer may have been lost.
+    /// Search the provider for an order carrying this resource's identity before an
+    /// order is placed again, because an earlier order's answer may have been lost.
     FindOrder,
     /// Record the order identity and send time in status, then place the order.
     PlaceOrder,
@@ -81,7 +81,9 @@ fn next_order_step(
     if status.quote.is_none() && status.order_identity.is_none() {
         return Step::Quote;
     }
-    if facts.order_search_found_nothing {
+    // Without a recorded send time no order of this resource can exist: the time is
+    // stored before every order leaves.
+    if facts.order_search_found_nothing || status.order_sent_at.is_none() {
         return Step::PlaceOrder;
     }
     if let Some(wait) = settle_remaining(status.order_sent_at.as_deref(), now, settle) {
@@ -98,7 +100,10 @@ pub fn settle_remaining(
     settle: Duration,
 ) -> Option<Duration> {
     let sent_at = DateTime::parse_from_rfc3339(sent_at?).ok()?;
-    let elapsed = now.signed_duration_since(sent_at).to_std().unwrap_or_default();
+    let elapsed = now
+        .signed_duration_since(sent_at)
+        .to_std()
+        .unwrap_or_default();
     settle.checked_sub(elapsed).filter(|rest| !rest.is_zero())
 }
 
@@ -138,14 +143,10 @@ pub fn phase_from_money(status: &IsHostingVpsStatus) -> Phase {
 /// How soon to look at a resource again once a pass ends without error.
 pub fn requeue_after(phase: Phase, fast: Duration, settled: Duration) -> Duration {
     match phase {
-        Phase::Pending | Phase::Quoted | Phase::Ordered | Phase::Paid | Phase::Provisioning => {
-            fast
+        Phase::Pending | Phase::Quoted | Phase::Ordered | Phase::Paid | Phase::Provisioning => fast,
+        Phase::Running | Phase::Stopped | Phase::Suspended | Phase::Cancelled | Phase::Failed => {
+            settled
         }
-        Phase::Running
-        | Phase::Stopped
-        | Phase::Suspended
-        | Phase::Cancelled
-        | Phase::Failed => settled,
     }
 }
 
@@ -213,8 +214,18 @@ mod tests {
     }
 
     #[test]
-    fn quoted_resource_searches_before_ordering() {
-        assert_eq!(step(&quoted(), PassFacts::default()), Step::FindOrder);
+    fn quoted_resource_without_send_orders() {
+        assert_eq!(step(&quoted(), PassFacts::default()), Step::PlaceOrder);
+    }
+
+    #[test]
+    fn sent_order_is_searched_before_ordering_again() {
+        let status = IsHostingVpsStatus {
+            order_identity: Some("isvps-1".into()),
+            order_sent_at: Some("2026-12-04T11:00:00Z".into()),
+            ..quoted()
+        };
+        assert_eq!(step(&status, PassFacts::default()), Step::FindOrder);
     }
 
     #[test]
@@ -223,7 +234,12 @@ mod tests {
             order_search_found_nothing: true,
             ..Default::default()
         };
-        assert_eq!(step(&quoted(), facts), Step::PlaceOrder);
+        let status = IsHostingVpsStatus {
+            order_identity: Some("isvps-1".into()),
+            order_sent_at: Some("2026-12-04T11:00:00Z".into()),
+            ..quoted()
+        };
+        assert_eq!(step(&status, facts), Step::PlaceOrder);
     }
 
     #[test]

@@ -15,7 +15,9 @@ pub enum Error {
         key: String,
     },
 
-    #[error("Secret {namespace}/{name} has no key {key:?}: add the is*hosting API key under that key")]
+    #[error(
+        "Secret {namespace}/{name} has no key {key:?}: add the is*hosting API key under that key"
+    )]
     SecretKeyMissing {
         namespace: String,
         name: String,

@@ -111,7 +111,12 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(kube: Client, provider: ApiClient, config: ControllerConfig, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        kube: Client,
+        provider: ApiClient,
+        config: ControllerConfig,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),

@@ -11,9 +11,10 @@ use crate::ishosting::{
 /// Builds the order (also sent to the validation call) for a resource.
 pub fn order_request(spec: &IsHostingVpsSpec, identity: &str, comment: &str) -> OrderRequest {
     let mut item = OrderItem::new_vps(&spec.plan, identity);
-    item.location = spec.location.as_ref().map(|city| OrderLocation {
-        city: city.clone(),
-    });
+    item.location = spec
+        .location
+        .as_ref()
+        .map(|city| OrderLocation { city: city.clone() });
     item.additions = spec
         .additions
         .iter()
@@ -74,6 +75,16 @@ pub fn invoice_matches(invoice: &Invoice, identity: &str, uid: &str) -> bool {
         || invoice.services.iter().any(|service| {
             service.identity.as_deref() == Some(identity) || comment_matches(&service.comment)
         })
+}
+
+/// Returns true when an invoice from a list carries no identity and no comment, so only
+/// the full invoice can tell whose order it is.
+pub fn lacks_order_marks(invoice: &Invoice) -> bool {
+    invoice.comment.is_none()
+        && invoice
+            .services
+            .iter()
+            .all(|service| service.identity.is_none() && service.comment.is_none())
 }
 
 /// Returns true when the provider's answer means the balance cannot cover the invoice.

@@ -11,7 +11,6 @@
 //!    blindly; the provider itself rejects paying a paid invoice.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
@@ -42,10 +41,11 @@ const MAX_STEPS: usize = 12;
 pub type ReconcileError = kube::runtime::finalizer::Error<Error>;
 
 /// Reconciles one resource: adds the finalizer, then runs the money flow or the cleanup.
-pub async fn reconcile(obj: Arc<IsHostingVps>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    let namespace = obj
-        .namespace()
-        .ok_or(ReconcileError::UnnamedObject)?;
+pub async fn reconcile(
+    obj: Arc<IsHostingVps>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let namespace = obj.namespace().ok_or(ReconcileError::UnnamedObject)?;
     let api: Api<IsHostingVps> = Api::namespaced(ctx.kube.clone(), &namespace);
     let started = std::time::Instant::now();
 
@@ -96,6 +96,7 @@ async fn apply(obj: Arc<IsHostingVps>, ctx: Arc<Context>) -> Result<Action, Erro
         }
         Err(error) => {
             pass.settle_conditions(Some(&error));
+            pass.warn_if_newly_stalled(&error).await;
             ctx.metrics.count_error(error.category());
             let delay = match &error {
                 Error::CleanupWaiting(wait) => *wait,
@@ -239,7 +240,10 @@ impl Pass {
             EventType::Normal,
             "Quoted",
             "Quote",
-            format!("plan {} costs {} {}", self.obj.spec.plan, summary.total, summary.currency),
+            format!(
+                "plan {} costs {} {}",
+                self.obj.spec.plan, summary.total, summary.currency
+            ),
         )
         .await;
         self.status.quote = Some(summary);
@@ -247,41 +251,51 @@ impl Pass {
         Ok(None)
     }
 
-    /// Searches the provider for this resource's order. Returns true when one was found
-    /// and recorded.
+    /// Searches the provider for this resource's order, placed at or after the recorded
+    /// send time. Returns true when one was found and recorded.
     async fn find_order(&mut self, account: &Account) -> Result<bool, Error> {
         self.lock_orders(account).await;
         let identity = decide::order_identity(&self.uid);
+        // Five minutes before the recorded send time absorbs clock skew with the provider.
         let since = self
-            .obj
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_second())
-            .and_then(|seconds| DateTime::from_timestamp(seconds, 0))
+            .status
+            .order_sent_at
+            .as_deref()
+            .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+            .map(|time| time.with_timezone(&Utc))
             .unwrap_or_else(Utc::now)
-            - chrono::Duration::days(1);
+            - chrono::Duration::minutes(5);
 
-        let mut offset = 0;
         const PAGE: u32 = 100;
+        let mut offset = 0;
         loop {
             let filter = InvoiceFilter {
-                from: Some(since.format("%Y-%m-%d").to_string()),
+                from: Some(since.timestamp().to_string()),
                 limit: Some(PAGE),
                 offset: Some(offset),
                 ..Default::default()
             };
             let page = account.invoices(&filter).await?;
             let count = page.len() as u32;
-            if let Some(invoice) = page
-                .into_iter()
-                .find(|invoice| order::invoice_matches(invoice, &identity, &self.uid))
-            {
-                info!(resource = %self.resource, invoice = %invoice.id, "found an earlier order at the provider");
-                self.status.order_identity.get_or_insert(identity);
-                self.record_invoice(&invoice.id, &invoice.status, invoice.services.first().map(|s| s.id.clone()));
-                self.write_status().await?;
-                return Ok(true);
+            for summary in page {
+                // The invoice list may leave out identities and comments; the full invoice
+                // carries them. The window starts at this resource's own send time, so only
+                // invoices created since then are read one by one.
+                let invoice = if order::invoice_matches(&summary, &identity, &self.uid)
+                    || !order::lacks_order_marks(&summary)
+                {
+                    summary
+                } else {
+                    account.invoice(&summary.id).await?
+                };
+                if order::invoice_matches(&invoice, &identity, &self.uid) {
+                    info!(resource = %self.resource, invoice = %invoice.id, "found an earlier order at the provider");
+                    self.status.order_identity.get_or_insert(identity);
+                    let service = invoice.services.first().map(|s| s.id.clone());
+                    self.record_invoice(&invoice.id, &invoice.status, service);
+                    self.write_status().await?;
+                    return Ok(true);
+                }
             }
             if count < PAGE {
                 break;
@@ -314,7 +328,8 @@ impl Pass {
         self.lock_orders(account).await;
         let identity = decide::order_identity(&self.uid);
         self.status.order_identity = Some(identity.clone());
-        self.status.order_sent_at = Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        self.status.order_sent_at =
+            Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         // The identity must be stored before the order leaves: a failed write stops here.
         self.write_status().await?;
 
@@ -384,11 +399,11 @@ impl Pass {
                 self.paid(&invoice_id).await?;
                 Ok(None)
             }
-            TransactionStatus::Failed => Err(Error::PaymentFailed(
-                transaction
-                    .message
-                    .unwrap_or_else(|| "the provider reported the transaction as failed".into()),
-            )),
+            TransactionStatus::Failed => {
+                Err(Error::PaymentFailed(transaction.message.unwrap_or_else(
+                    || "the provider reported the transaction as failed".into(),
+                )))
+            }
             TransactionStatus::Pending | TransactionStatus::Unknown(_) => {
                 conditions::set(
                     &mut self.status.conditions,
@@ -460,7 +475,10 @@ impl Pass {
         let before = self.phase();
         self.status.service_status = Some(service_status_label(&server.status.code));
         self.status.service_state = Some(state_label(&server.status.state));
-        self.status.public_ip = server.public_ip.clone().or_else(|| server.ipv4.first().cloned());
+        self.status.public_ip = server
+            .public_ip
+            .clone()
+            .or_else(|| server.ipv4.first().cloned());
         let after = self.phase();
         if before != after && after == Phase::Running {
             info!(resource = %self.resource, service = %service_id, ip = ?self.status.public_ip, "server running");
@@ -470,7 +488,10 @@ impl Pass {
                 "Provision",
                 format!(
                     "server {service_id} is running at {}",
-                    self.status.public_ip.as_deref().unwrap_or("an unknown address")
+                    self.status
+                        .public_ip
+                        .as_deref()
+                        .unwrap_or("an unknown address")
                 ),
             )
             .await;
@@ -488,11 +509,7 @@ impl Pass {
 
     fn order_request(&self) -> crate::ishosting::OrderRequest {
         let comment = decide::order_comment(&self.namespace, &self.name, &self.uid);
-        order::order_request(
-            &self.obj.spec,
-            &decide::order_identity(&self.uid),
-            &comment,
-        )
+        order::order_request(&self.obj.spec, &decide::order_identity(&self.uid), &comment)
     }
 
     /// Takes the per-account order lock for the rest of the pass (or until payment).
@@ -526,41 +543,96 @@ impl Pass {
         let list = &mut status.conditions;
 
         if let Some(quote) = &status.quote {
-            let message = format!("{} {} for plan {}", quote.total, quote.currency, self.obj.spec.plan);
-            conditions::set(list, QUOTED, Status::True, "QuoteAccepted", &message, generation, now);
+            let message = format!(
+                "{} {} for plan {}",
+                quote.total, quote.currency, self.obj.spec.plan
+            );
+            conditions::set(
+                list,
+                QUOTED,
+                Status::True,
+                "QuoteAccepted",
+                &message,
+                generation,
+                now,
+            );
         }
         match (&status.invoice_id, status.invoice_status.as_deref()) {
             (Some(invoice), invoice_status) => {
                 let message = format!("invoice {invoice} created by the order");
-                conditions::set(list, ORDERED, Status::True, "OrderPlaced", &message, generation, now);
+                conditions::set(
+                    list,
+                    ORDERED,
+                    Status::True,
+                    "OrderPlaced",
+                    &message,
+                    generation,
+                    now,
+                );
                 match invoice_status {
                     Some("Paid") => {
                         let message = format!("invoice {invoice} paid from the account balance");
-                        conditions::set(list, PAID, Status::True, "InvoicePaid", &message, generation, now);
+                        conditions::set(
+                            list,
+                            PAID,
+                            Status::True,
+                            "InvoicePaid",
+                            &message,
+                            generation,
+                            now,
+                        );
                     }
                     Some("Cancelled") | Some("Refunded") => {
                         let message = format!(
                             "invoice {invoice} was cancelled before it was paid; delete this resource and create a new one to order again"
                         );
-                        conditions::set(list, PAID, Status::False, "InvoiceCancelled", &message, generation, now);
+                        conditions::set(
+                            list,
+                            PAID,
+                            Status::False,
+                            "InvoiceCancelled",
+                            &message,
+                            generation,
+                            now,
+                        );
                     }
                     _ if error.is_none()
-                        && conditions::find(list, PAID).is_none_or(|c| c.reason != "PaymentPending") =>
+                        && conditions::find(list, PAID)
+                            .is_none_or(|c| c.reason != "PaymentPending") =>
                     {
                         let message = format!("invoice {invoice} is unpaid");
-                        conditions::set(list, PAID, Status::False, "InvoiceUnpaid", &message, generation, now);
+                        conditions::set(
+                            list,
+                            PAID,
+                            Status::False,
+                            "InvoiceUnpaid",
+                            &message,
+                            generation,
+                            now,
+                        );
                     }
                     _ => {}
                 }
             }
             (None, _) if status.order_identity.is_some() && error.is_none() => {
                 let message = "an order was sent; its outcome is being confirmed at the provider";
-                conditions::set(list, ORDERED, Status::Unknown, "OrderUnconfirmed", message, generation, now);
+                conditions::set(
+                    list,
+                    ORDERED,
+                    Status::Unknown,
+                    "OrderUnconfirmed",
+                    message,
+                    generation,
+                    now,
+                );
             }
             _ => {}
         }
 
-        let cancelled = matches!(status.invoice_status.as_deref(), Some("Cancelled") | Some("Refunded"));
+        let cancelled = matches!(
+            status.invoice_status.as_deref(),
+            Some("Cancelled") | Some("Refunded")
+        );
         match error {
             None if phase == Phase::Running => {
                 let message = format!(
@@ -568,29 +640,93 @@ impl Pass {
                     status.service_id.as_deref().unwrap_or_default(),
                     status.public_ip.as_deref().unwrap_or("an unknown address")
                 );
-                conditions::set(list, READY, Status::True, "Running", &message, generation, now);
-                conditions::set(list, STALLED, Status::False, "Progressing", "", generation, now);
+                conditions::set(
+                    list,
+                    READY,
+                    Status::True,
+                    "Running",
+                    &message,
+                    generation,
+                    now,
+                );
+                conditions::set(
+                    list,
+                    STALLED,
+                    Status::False,
+                    "Progressing",
+                    "",
+                    generation,
+                    now,
+                );
             }
             None => {
                 let message = format!("phase {}", phase.as_str());
-                conditions::set(list, READY, Status::False, phase.as_str(), &message, generation, now);
+                conditions::set(
+                    list,
+                    READY,
+                    Status::False,
+                    phase.as_str(),
+                    &message,
+                    generation,
+                    now,
+                );
                 if cancelled {
                     let message = "the unpaid invoice was cancelled; nothing more will be ordered for this resource";
-                    conditions::set(list, STALLED, Status::True, "InvoiceCancelled", message, generation, now);
+                    conditions::set(
+                        list,
+                        STALLED,
+                        Status::True,
+                        "InvoiceCancelled",
+                        message,
+                        generation,
+                        now,
+                    );
                 } else {
-                    conditions::set(list, STALLED, Status::False, "Progressing", "", generation, now);
+                    conditions::set(
+                        list,
+                        STALLED,
+                        Status::False,
+                        "Progressing",
+                        "",
+                        generation,
+                        now,
+                    );
                 }
             }
             Some(error) => {
                 let reason = self::error_reason(error, self.failed_step.as_ref());
                 let message = error_message(error, self.secret_label.as_deref());
-                conditions::set(list, READY, Status::False, reason, &message, generation, now);
-                let stalled = if error.class() == ErrorClass::NeedsUser {
-                    Status::True
+                conditions::set(
+                    list,
+                    READY,
+                    Status::False,
+                    reason,
+                    &message,
+                    generation,
+                    now,
+                );
+                if error.class() == ErrorClass::NeedsUser {
+                    conditions::set(
+                        list,
+                        STALLED,
+                        Status::True,
+                        reason,
+                        &message,
+                        generation,
+                        now,
+                    );
                 } else {
-                    Status::False
-                };
-                conditions::set(list, STALLED, stalled, reason, &message, generation, now);
+                    let retrying = format!("retrying after a temporary error: {message}");
+                    conditions::set(
+                        list,
+                        STALLED,
+                        Status::False,
+                        "Retrying",
+                        &retrying,
+                        generation,
+                        now,
+                    );
+                }
                 let step_condition = match self.failed_step {
                     Some(Step::Quote) => Some(QUOTED),
                     Some(Step::FindOrder) | Some(Step::PlaceOrder) => Some(ORDERED),
@@ -627,6 +763,31 @@ impl Pass {
         Ok(())
     }
 
+    /// Publishes a Warning event when an error that needs a person first appears or
+    /// changes, so repeated passes over the same problem do not flood the events API.
+    async fn warn_if_newly_stalled(&self, error: &Error) {
+        if error.class() != ErrorClass::NeedsUser {
+            return;
+        }
+        let now = conditions::find(&self.status.conditions, STALLED);
+        let before = conditions::find(&self.written.conditions, STALLED);
+        let changed = match (now, before) {
+            (Some(now), Some(before)) => {
+                now.status != before.status
+                    || now.reason != before.reason
+                    || now.message != before.message
+            }
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if let (true, Some(condition)) = (changed, now) {
+            let reason = condition.reason.clone();
+            let note = condition.message.clone();
+            self.event(EventType::Warning, &reason, "Reconcile", note)
+                .await;
+        }
+    }
+
     async fn event(&self, type_: EventType, reason: &str, action: &str, note: String) {
         publish_event(&self.ctx, &self.obj, type_, reason, action, note).await;
     }
@@ -651,7 +812,8 @@ async fn cleanup(obj: Arc<IsHostingVps>, ctx: Arc<Context>) -> Result<Action, Er
                 pass.status.service_id.as_deref().unwrap_or("(unknown)")
             );
             warn!(resource = %pass.resource, %note, "cleanup without credentials");
-            pass.event(EventType::Warning, "CleanupSkipped", "Delete", note).await;
+            pass.event(EventType::Warning, "CleanupSkipped", "Delete", note)
+                .await;
             return Ok(Action::await_change());
         }
         Err(error) => return Err(error),
@@ -693,19 +855,29 @@ async fn cleanup(obj: Arc<IsHostingVps>, ctx: Arc<Context>) -> Result<Action, Er
                 pass.status.service_id.as_deref().unwrap_or("(unknown)")
             );
             warn!(resource = %pass.resource, %note, "paid server retained on delete");
-            pass.event(EventType::Warning, "ServerRetained", "Delete", note).await;
+            pass.event(EventType::Warning, "ServerRetained", "Delete", note)
+                .await;
         }
         InvoiceStatus::Cancelled | InvoiceStatus::Refunded | InvoiceStatus::Unknown(_) => {}
     }
     Ok(Action::await_change())
 }
 
-async fn read_api_key(ctx: &Context, namespace: &str, name: &str, key: &str) -> Result<ApiKey, Error> {
+async fn read_api_key(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<ApiKey, Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.kube.clone(), namespace);
     let located = |_: ()| (namespace.to_string(), name.to_string(), key.to_string());
     let Some(secret) = secrets.get_opt(name).await? else {
         let (namespace, name, key) = located(());
-        return Err(Error::SecretNotFound { namespace, name, key });
+        return Err(Error::SecretNotFound {
+            namespace,
+            name,
+            key,
+        });
     };
     let value = secret
         .data
@@ -721,13 +893,21 @@ async fn read_api_key(ctx: &Context, namespace: &str, name: &str, key: &str) -> 
         });
     let Some(value) = value else {
         let (namespace, name, key) = located(());
-        return Err(Error::SecretKeyMissing { namespace, name, key });
+        return Err(Error::SecretKeyMissing {
+            namespace,
+            name,
+            key,
+        });
     };
     match String::from_utf8(value) {
         Ok(text) if !text.trim().is_empty() => Ok(ApiKey::new(text.trim().to_string())),
         _ => {
             let (namespace, name, key) = located(());
-            Err(Error::SecretKeyInvalid { namespace, name, key })
+            Err(Error::SecretKeyInvalid {
+                namespace,
+                name,
+                key,
+            })
         }
     }
 }
@@ -776,7 +956,10 @@ fn invoice_status_label(status: &InvoiceStatus) -> String {
 /// rejected payments.
 fn error_reason(error: &Error, step: Option<&Step>) -> &'static str {
     if let (Error::Api(ApiError::Validation { message, fields }), Some(Step::Pay)) = (error, step) {
-        let text = format!("{message} {}", fields.values().cloned().collect::<Vec<_>>().join(" "));
+        let text = format!(
+            "{message} {}",
+            fields.values().cloned().collect::<Vec<_>>().join(" ")
+        );
         if order::is_insufficient_funds(&text) {
             return "InsufficientFunds";
         }

@@ -879,8 +879,8 @@ impl InvoiceFilter {
     /// Returns the query pairs: `status`, `service_id`, `period[from]`, `period[to]`,
     /// `limit`, `offset`.
     ///
-    /// NOTE: the provider's OpenAPI names the service filter `service`, but this client
-    /// sends `service_id` as its interface requires.
+    /// The service filter goes out as `service`, its name in the provider's OpenAPI. The
+    /// provider requires `limit`, so 100 (its maximum) is sent when none is set.
     pub fn query_pairs(&self) -> Vec<(String, String)> {
         let mut pairs = Vec::new();
         let mut push = |key: &str, value: Option<String>| {
@@ -889,10 +889,10 @@ impl InvoiceFilter {
             }
         };
         push("status", self.status.clone());
-        push("service_id", self.service_id.clone());
+        push("service", self.service_id.clone());
         push("period[from]", self.from.clone());
         push("period[to]", self.to.clone());
-        push("limit", self.limit.map(|n| n.to_string()));
+        push("limit", Some(self.limit.unwrap_or(100).to_string()));
         push("offset", self.offset.map(|n| n.to_string()));
         pairs
     }
@@ -1621,7 +1621,7 @@ mod tests {
             rendered,
             [
                 "status=STATUS_UNPAID",
-                "service_id=NL_1",
+                "service=NL_1",
                 "period[from]=1700000000",
                 "limit=50",
                 "offset=100"

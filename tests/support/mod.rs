@@ -241,7 +241,12 @@ impl OperatorProcess {
             .arg(kubeconfig)
             .args(["--namespace", namespace, "--api-url", api_url])
             .args(["--metrics-listen", "127.0.0.1:0"])
-            .args(["--request-timeout-seconds", "3", "--order-settle-seconds", "5"])
+            .args([
+                "--request-timeout-seconds",
+                "3",
+                "--order-settle-seconds",
+                "5",
+            ])
             .args(["--poll-seconds", "1", "--recheck-seconds", "2"])
             .args(["--resync-seconds", "30"])
             .env("RUST_LOG", "info,ishosting_operator=debug")
