@@ -14,7 +14,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
-use kube::runtime::controller::Controller;
+use kube::runtime::controller::{Controller, Error as ControllerError};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
@@ -196,8 +196,10 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                error!(%error, "controller stream error");
+            match result {
+                // error_policy has logged the reconciler's own errors already.
+                Err(ControllerError::ReconcilerFailed(..)) | Ok(_) => {}
+                Err(error) => error!(%error, "controller stream error"),
             }
         })
         .await;

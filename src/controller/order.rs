@@ -57,7 +57,7 @@ pub fn quote_status(total: &Money) -> Quote {
         total.currency.clone()
     };
     Quote {
-        total: total.amount.round_dp(2).normalize().to_string(),
+        total: format!("{:.2}", total.amount.round_dp(2)),
         currency,
     }
 }
@@ -162,7 +162,7 @@ mod tests {
             amount: dec!(27.500),
             currency: String::new(),
         });
-        assert_eq!(quote.total, "27.5");
+        assert_eq!(quote.total, "27.50");
         assert_eq!(quote.currency, "USD");
     }
 

@@ -11,6 +11,7 @@
 //!    blindly; the provider itself rejects paying a paid invoice.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Secret;
@@ -21,7 +22,7 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::OwnedMutexGuard;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::conditions::{self, ORDERED, PAID, QUOTED, READY, STALLED, Status};
 use super::decide::{self, PassFacts, Step};
@@ -69,6 +70,12 @@ pub fn error_policy(obj: Arc<IsHostingVps>, error: &ReconcileError, ctx: Arc<Con
                 return Action::requeue(*wait);
             }
             (e.category(), e.class(), None)
+        }
+        // The watch cache can lag behind a finalizer this operator added a moment ago; the
+        // JSON patch's test then fails with 422 and a quick retry sees the finalizer.
+        ReconcileError::AddFinalizer(kube::Error::Api(status)) if status.code == 422 => {
+            debug!(resource = %obj.name_any(), "finalizer already added; retrying with a fresh copy");
+            return Action::requeue(Duration::from_secs(1));
         }
         _ => ("KubernetesError", ErrorClass::Transient, None),
     };
