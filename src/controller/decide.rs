@@ -14,7 +14,7 @@ pub enum Step {
     /// Price the order with the provider's validation call.
     Quote,
     /// Search the provider for an order carrying this resource's identity before an
-    /// order is placed again, because an earlier order's answer may have been lost.
+    /// order is placed again, because an earlier order's response may have been lost.
     FindOrder,
     /// Record the order identity and send time in status, then place the order.
     PlaceOrder,
@@ -33,10 +33,10 @@ pub enum Step {
     Done,
 }
 
-/// What the current reconcile pass already knows beyond the stored status.
+/// Facts the current reconcile pass learnt beyond the stored status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassFacts {
-    /// The provider was searched in this pass and holds no order for this resource.
+    /// The provider was searched in this pass and has no order for this resource.
     pub order_search_found_nothing: bool,
     /// The server's status was read in this pass.
     pub polled: bool,
@@ -140,7 +140,7 @@ pub fn phase_from_money(status: &IsHostingVpsStatus) -> Phase {
     }
 }
 
-/// How soon to look at a resource again once a pass ends without error.
+/// Returns how soon to look at a resource again once a pass ends without error.
 pub fn requeue_after(phase: Phase, fast: Duration, settled: Duration) -> Duration {
     match phase {
         Phase::Pending | Phase::Quoted | Phase::Ordered | Phase::Paid | Phase::Provisioning => fast,

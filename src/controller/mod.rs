@@ -31,7 +31,7 @@ pub use error::Error;
 /// Field manager of every status write, so server-side apply sees one owner.
 pub const FIELD_MANAGER: &str = "ishosting-operator";
 
-/// Where the operator's default API key lives.
+/// Location of the operator's default API key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretLocation {
     pub namespace: String,
@@ -82,7 +82,7 @@ pub struct ControllerConfig {
     pub settled_requeue: Duration,
     /// Retry interval while a person must act (missing Secret, rejected key, no funds).
     pub needs_user_requeue: Duration,
-    /// Longest backoff after transient errors.
+    /// Maximum backoff after transient errors.
     pub max_backoff: Duration,
 }
 

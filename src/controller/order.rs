@@ -87,7 +87,7 @@ pub fn lacks_order_marks(invoice: &Invoice) -> bool {
             .all(|service| service.identity.is_none() && service.comment.is_none())
 }
 
-/// Returns true when the provider's answer means the balance cannot cover the invoice.
+/// Returns true when the provider's response means the balance cannot cover the invoice.
 pub fn is_insufficient_funds(message: &str) -> bool {
     let lower = message.to_ascii_lowercase();
     ["insufficient", "not enough", "funds", "balance"]

@@ -35,7 +35,7 @@ use crate::ishosting::{
     ServiceStatusCode, StateCode, TransactionStatus, VpsPatch,
 };
 
-/// The most steps one pass takes before it requeues; a full order needs about seven.
+/// Maximum steps of one pass before it requeues. A full order takes about seven.
 const MAX_STEPS: usize = 12;
 
 /// Error returned to kube-runtime's error policy.
@@ -373,7 +373,7 @@ impl Pass {
         self.lock_orders(account).await;
         let invoice_id = self.status.invoice_id.clone().unwrap_or_default();
 
-        // The live status decides: a payment whose answer was lost shows up here as Paid.
+        // The live status decides, so a payment whose response was lost shows up here as Paid.
         let current = account.invoice_status(&invoice_id).await?;
         self.status.invoice_status = Some(invoice_status_label(&current));
         match current {
