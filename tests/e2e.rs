@@ -66,6 +66,139 @@ async fn walkthrough_vps_reaches_running() {
     );
     assert!(service.tags.contains(&"e2e".to_string()), "{service:?}");
     assert_eq!(service.name, format!("{}/web-1", env.namespace));
+
+    let reasons = env.wait_event("web-1", "Running", CONDITION_TIMEOUT).await;
+    let position = |reason: &str| reasons.iter().position(|r| r == reason);
+    assert!(position("Quoted").is_some(), "{reasons:?}");
+    assert!(position("Quoted") < position("Ordered"), "{reasons:?}");
+    assert!(position("Ordered") < position("Paid"), "{reasons:?}");
+    assert!(position("Paid") < position("Running"), "{reasons:?}");
+
+    // A settled server is polled every 2 s here, but an unchanged status is not rewritten.
+    let before = env.vps_api().get("web-1").await.unwrap().resource_version();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = env.vps_api().get("web-1").await.unwrap().resource_version();
+    assert_eq!(before, after, "the status was rewritten without a change");
+}
+
+#[tokio::test]
+async fn settled_server_follows_spec_and_provider() {
+    let Some(mut env) = TestEnv::start("day-two", dec!(500)).await else {
+        return;
+    };
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    env.start_operator();
+    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
+    let vps = env
+        .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
+        .await;
+    let service_id = vps.status.clone().unwrap().service_id.unwrap();
+
+    let patch = serde_json::json!({"spec": {"tags": ["e2e", "blue"], "autoRenew": false, "name": "web-1.example"}});
+    let updated = env
+        .vps_api()
+        .patch(
+            "web-1",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let generation = updated.metadata.generation;
+    env.wait_for(
+        "web-1",
+        CONDITION_TIMEOUT,
+        "the new generation applied",
+        |vps| vps.status.as_ref().and_then(|s| s.configured_generation) == generation,
+    )
+    .await;
+    let server = env.provider().vps(&service_id).await.unwrap();
+    assert!(server.tags.contains(&"blue".to_string()), "{server:?}");
+    assert!(
+        server
+            .tags
+            .contains(&format!("k8s-uid:{}", vps.uid().unwrap())),
+        "{server:?}"
+    );
+    assert_eq!(server.auto_renew, Some(false));
+    assert_eq!(server.name, "web-1.example");
+
+    env.provider()
+        .vps_action(&service_id, ishosting_operator::ishosting::VpsAction::Stop)
+        .await
+        .unwrap();
+    let vps = env
+        .wait_phase("web-1", Phase::Stopped, CONDITION_TIMEOUT)
+        .await;
+    assert_eq!(condition(&vps, "Ready").unwrap().status, "False");
+    let stats = env.admin.stats().await.unwrap();
+    assert_eq!(stats.orders_by_identity.values().sum::<u32>(), 1);
+}
+
+#[tokio::test]
+async fn unpaid_invoice_expiry_ends_in_cancelled() {
+    let Some(mut env) = TestEnv::start("invoice-expiry", dec!(1)).await else {
+        return;
+    };
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    env.start_operator();
+    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
+    env.wait_condition("web-1", "Paid", "InsufficientFunds", CONDITION_TIMEOUT)
+        .await;
+
+    // The provider cancels an unpaid invoice after 3 days.
+    env.admin.advance_clock(4.0 * 86_400.0).await.unwrap();
+    let vps = env
+        .wait_phase("web-1", Phase::Cancelled, CONDITION_TIMEOUT)
+        .await;
+    assert_eq!(condition(&vps, "Paid").unwrap().reason, "InvoiceCancelled");
+    assert_eq!(
+        condition(&vps, "Stalled").unwrap().reason,
+        "InvoiceCancelled"
+    );
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let stats = env.admin.stats().await.unwrap();
+    assert_eq!(
+        stats.orders_by_identity.values().sum::<u32>(),
+        1,
+        "{stats:?}"
+    );
+    assert!(stats.payments_by_identity.is_empty(), "{stats:?}");
+}
+
+#[tokio::test]
+async fn delete_keeps_paid_server() {
+    let Some(mut env) = TestEnv::start("delete-paid", dec!(500)).await else {
+        return;
+    };
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    env.start_operator();
+    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
+    let vps = env
+        .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
+        .await;
+    let service_id = vps.status.unwrap().service_id.unwrap();
+
+    env.vps_api()
+        .delete("web-1", &Default::default())
+        .await
+        .unwrap();
+    env.wait_event("web-1", "ServerRetained", CONDITION_TIMEOUT)
+        .await;
+    let deadline = std::time::Instant::now() + CONDITION_TIMEOUT;
+    while env.vps_api().get_opt("web-1").await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web-1 was not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let server = env.provider().vps(&service_id).await.unwrap();
+    assert_eq!(
+        server.status.code,
+        ishosting_operator::ishosting::ServiceStatusCode::Running
+    );
 }
 
 #[tokio::test]
@@ -123,7 +256,7 @@ async fn missing_secret_recovers_when_created() {
 }
 
 #[tokio::test]
-async fn rejected_key_sets_condition() {
+async fn rejected_key_recovers_after_rotation() {
     let Some(mut env) = TestEnv::start("rejected-key", dec!(500)).await else {
         return;
     };
@@ -144,6 +277,15 @@ async fn rejected_key_sets_condition() {
     );
     let stats = env.admin.stats().await.unwrap();
     assert!(stats.orders_by_identity.is_empty(), "{stats:?}");
+    env.wait_event("web-1", "CredentialsRejected", CONDITION_TIMEOUT)
+        .await;
+
+    // A rotated key in the same Secret is used without restarting the operator.
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    let vps = env
+        .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
+        .await;
+    assert_eq!(condition(&vps, "Stalled").unwrap().status, "False");
 }
 
 #[tokio::test]

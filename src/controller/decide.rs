@@ -140,6 +140,34 @@ pub fn phase_from_money(status: &IsHostingVpsStatus) -> Phase {
     }
 }
 
+/// Returns the `Ready` condition's message for a resource that is not running.
+pub fn progress_message(status: &IsHostingVpsStatus, phase: Phase) -> String {
+    let invoice = status.invoice_id.as_deref().unwrap_or("(unknown)");
+    let service = status.service_id.as_deref().unwrap_or("(unknown)");
+    let provider_status = status.service_status.as_deref().unwrap_or("unknown");
+    match phase {
+        Phase::Pending => "waiting for the provider's quote".to_string(),
+        Phase::Quoted => "quoted; the order is being placed".to_string(),
+        Phase::Ordered => format!("waiting for payment of invoice {invoice}"),
+        Phase::Paid => format!(
+            "invoice {invoice} is paid; waiting for the provider to install server {service}"
+        ),
+        Phase::Provisioning => {
+            format!("the provider is preparing server {service} (status {provider_status})")
+        }
+        Phase::Running => format!("server {service} is running"),
+        Phase::Stopped => format!("server {service} is stopped (status {provider_status})"),
+        Phase::Suspended => format!("the provider suspended server {service}"),
+        Phase::Cancelled if status.service_status.is_some() => {
+            format!("server {service} was cancelled at the provider (status {provider_status})")
+        }
+        Phase::Cancelled => format!("invoice {invoice} was cancelled before it was paid"),
+        Phase::Failed => format!(
+            "the provider rejected or terminated server {service} (status {provider_status})"
+        ),
+    }
+}
+
 /// Returns how soon to look at a resource again once a pass ends without error.
 pub fn requeue_after(phase: Phase, fast: Duration, settled: Duration) -> Duration {
     match phase {
@@ -387,6 +415,19 @@ mod tests {
         assert_eq!(requeue_after(Phase::Provisioning, fast, settled), fast);
         assert_eq!(requeue_after(Phase::Running, fast, settled), settled);
         assert_eq!(requeue_after(Phase::Failed, fast, settled), settled);
+    }
+
+    #[test]
+    fn progress_message_names_invoice_and_server() {
+        let waiting = progress_message(&ordered(), Phase::Ordered);
+        assert!(waiting.contains("1001"), "{waiting}");
+        let stopped = IsHostingVpsStatus {
+            service_status: Some("Stopped".into()),
+            ..ordered()
+        };
+        let message = progress_message(&stopped, Phase::Stopped);
+        assert!(message.contains("NL_1_1"), "{message}");
+        assert!(message.contains("Stopped"), "{message}");
     }
 
     #[test]

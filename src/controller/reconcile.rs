@@ -544,6 +544,7 @@ impl Pass {
         let now = Utc::now();
         let generation = self.generation;
         let phase = self.phase();
+        let progress = decide::progress_message(&self.status, phase);
         let status = &mut self.status;
         status.phase = Some(phase);
         status.observed_generation = Some(generation);
@@ -667,7 +668,7 @@ impl Pass {
                 );
             }
             None => {
-                let message = format!("phase {}", phase.as_str());
+                let message = progress;
                 conditions::set(
                     list,
                     READY,

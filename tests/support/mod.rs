@@ -9,9 +9,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ishosting_operator::crd::{IsHostingVps, Phase};
+use ishosting_operator::ishosting::{Account, ApiClient, ApiKey, ClientConfig};
 use ishosting_operator::simulator::{AdminClient, Simulator, SimulatorConfig, SimulatorHandle};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use rust_decimal::Decimal;
 
@@ -96,15 +98,28 @@ impl TestEnv {
         ));
     }
 
-    /// Creates the Secret `name` holding `key` under `apiKey`.
+    /// Creates the Secret `name` holding `key` under `apiKey`, or updates its key in place
+    /// (a key rotation) when it exists.
     pub async fn create_secret(&self, name: &str, key: &str) {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        if secrets
+            .get_opt(name)
+            .await
+            .expect("read the Secret")
+            .is_some()
+        {
+            let patch = serde_json::json!({"stringData": {"apiKey": key}});
+            secrets
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("update the Secret");
+            return;
+        }
         let secret: Secret = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name},
             "stringData": {"apiKey": key}
         }))
         .unwrap();
-        let _ = secrets.delete(name, &DeleteParams::default()).await;
         secrets
             .create(&PostParams::default(), &secret)
             .await
@@ -181,6 +196,48 @@ impl TestEnv {
         .await
     }
 
+    /// Returns a provider API handle for the test account, talking to the simulator.
+    pub fn provider(&self) -> Account {
+        let config = ClientConfig {
+            base_url: self.simulator.base_url().parse().unwrap(),
+            ..ClientConfig::default()
+        };
+        ApiClient::new(config)
+            .unwrap()
+            .account(ApiKey::new(self.api_key.clone()))
+    }
+
+    /// Returns the reasons of the events recorded for resource `name`, oldest first.
+    pub async fn event_reasons(&self, name: &str) -> Vec<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let mut list: Vec<Event> = events
+            .list(&ListParams::default())
+            .await
+            .expect("list events")
+            .items
+            .into_iter()
+            .filter(|event| event.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .collect();
+        list.sort_by_key(|event| event.metadata.creation_timestamp.clone().map(|t| t.0));
+        list.into_iter().filter_map(|event| event.reason).collect()
+    }
+
+    /// Waits until an event with `reason` exists for resource `name`.
+    pub async fn wait_event(&self, name: &str, reason: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reasons = self.event_reasons(name).await;
+            if reasons.iter().any(|r| r == reason) {
+                return reasons;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {reason} event for {name} within {timeout:?}; events: {reasons:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
     pub fn operator_log_tail(&self) -> String {
         self.operator
             .as_ref()
@@ -248,7 +305,7 @@ impl OperatorProcess {
                 "5",
             ])
             .args(["--poll-seconds", "1", "--recheck-seconds", "2"])
-            .args(["--resync-seconds", "30"])
+            .args(["--resync-seconds", "2"])
             .env("RUST_LOG", "info,ishosting_operator=debug")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
