@@ -34,7 +34,9 @@ pub const DEFAULT_SECRET_KEY: &str = "apiKey";
     printcolumn = r#"{"name":"Invoice","type":"string","jsonPath":".status.invoiceId"}"#,
     printcolumn = r#"{"name":"Service","type":"string","jsonPath":".status.serviceId"}"#,
     printcolumn = r#"{"name":"IP","type":"string","jsonPath":".status.publicIp"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
@@ -267,7 +269,31 @@ pub struct Quote {
 
 /// Returns the CRD as YAML, the way `ishosting-operator crd` prints it.
 pub fn crd_yaml() -> String {
-    let crd = IsHostingVps::crd();
+    let mut crd = serde_json::to_value(IsHostingVps::crd()).expect("a CRD serializes to JSON");
+    unwrap_descriptions(&mut crd);
     let yaml = serde_yaml::to_string(&crd).expect("a CRD always serializes to YAML");
     format!("---\n{yaml}")
+}
+
+/// Joins the hard-wrapped lines of `///` docs in every `description`, so that
+/// `kubectl explain` wraps the text itself. Blank lines (paragraphs) stay.
+fn unwrap_descriptions(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|paragraph| paragraph.split('\n').collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => unwrap_descriptions(child),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
 }

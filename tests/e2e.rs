@@ -222,6 +222,10 @@ async fn unknown_plan_orders_nothing() {
     assert!(stalled.message.contains("999_6m"), "{}", stalled.message);
     assert_eq!(condition(&vps, "Quoted").unwrap().status, "False");
     assert_eq!(vps.status.as_ref().unwrap().phase, Some(Phase::Pending));
+    // The status write that records the error does not start another pass at once.
+    let requests = env.admin.stats().await.unwrap().requests_total;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.admin.stats().await.unwrap().requests_total, requests);
 
     // Give the operator time for a few more passes: still nothing ordered.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -305,6 +309,10 @@ async fn insufficient_balance_pays_after_top_up() {
     assert_eq!(status.invoice_status.as_deref(), Some("Unpaid"));
     assert_eq!(condition(&vps, "Stalled").unwrap().status, "True");
     let invoice_id = status.invoice_id.clone().expect("invoice recorded");
+    // A rejected payment is retried every --recheck-seconds (2 s here), never at once.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stats = env.admin.stats().await.unwrap();
+    assert_eq!(stats.failed_payments, 1, "{stats:?}");
 
     env.admin.top_up(&env.api_key, dec!(500)).await.unwrap();
     let vps = env

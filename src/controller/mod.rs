@@ -8,6 +8,7 @@ pub mod order;
 pub mod reconcile;
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use kube::api::{Api, ListParams};
 use kube::runtime::controller::{Controller, Error as ControllerError};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use rand::Rng;
 use tracing::{error, info};
@@ -182,8 +183,17 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         );
     }
 
-    let controller = Controller::new(resources, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // Status writes do not re-trigger a pass: the next pass comes from the requeue the
+    // pass asked for, so an error that needs a person is retried on its own schedule and
+    // a money call is not repeated milliseconds after the status recorded its failure.
+    let (store, writer) = reflector::store();
+    let triggers = reflector(
+        writer,
+        watcher(resources, watcher::Config::default().any_semantic()),
+    )
+    .applied_objects()
+    .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
+    let controller = Controller::for_stream(triggers, store.clone());
     let default_secret = ctx.config.default_secret.clone();
 
     info!("controller started");
@@ -205,6 +215,16 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         .await;
     info!("controller stopped");
     Ok(())
+}
+
+/// Hashes what should start a pass: the spec's generation, the finalizers and whether
+/// the resource is being deleted. Status and other metadata changes are ignored.
+fn spec_or_lifecycle(obj: &IsHostingVps) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    obj.metadata.generation.hash(&mut hasher);
+    obj.finalizers().hash(&mut hasher);
+    obj.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// Returns the resources whose API key comes from `secret`.

@@ -95,9 +95,9 @@ pub fn is_insufficient_funds(message: &str) -> bool {
         .any(|word| lower.contains(word))
 }
 
-/// Formats an amount for messages, e.g. `27.5 USD`.
+/// Formats an amount for messages, e.g. `27.50 USD`.
 pub fn format_money(amount: Decimal, currency: &str) -> String {
-    format!("{} {currency}", amount.normalize())
+    format!("{:.2} {currency}", amount.round_dp(2))
 }
 
 #[cfg(test)]

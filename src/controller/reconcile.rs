@@ -111,7 +111,7 @@ async fn apply(obj: Arc<IsHostingVps>, ctx: Arc<Context>) -> Result<Action, Erro
             };
             warn!(
                 resource = %pass.resource,
-                category = error.category(),
+                category = error_reason(&error, pass.failed_step.as_ref()),
                 error = %error,
                 retry_in_seconds = delay.as_secs(),
                 "reconcile step failed"
@@ -702,8 +702,14 @@ impl Pass {
                 }
             }
             Some(error) => {
+                let context = ErrorContext {
+                    step: self.failed_step.as_ref(),
+                    secret: self.secret_label.as_deref(),
+                    invoice: status.invoice_id.as_deref(),
+                    recheck: self.ctx.config.needs_user_requeue,
+                };
                 let reason = self::error_reason(error, self.failed_step.as_ref());
-                let message = error_message(error, self.secret_label.as_deref());
+                let message = error_message(error, &context);
                 conditions::set(
                     list,
                     READY,
@@ -976,14 +982,37 @@ fn error_reason(error: &Error, step: Option<&Step>) -> &'static str {
     error.category()
 }
 
+/// Facts about the pass that an error message names.
+struct ErrorContext<'a> {
+    step: Option<&'a Step>,
+    secret: Option<&'a str>,
+    invoice: Option<&'a str>,
+    recheck: Duration,
+}
+
 /// Returns the condition message for an error, with the next thing a person can do.
-fn error_message(error: &Error, secret: Option<&str>) -> String {
-    match error {
-        Error::Api(ApiError::Unauthorized { status, message }) => format!(
-            "is*hosting rejected the API key from Secret {} (HTTP {status}: {message}); API keys expire after 70 days: create a new key in the is*hosting client area and update the Secret",
-            secret.unwrap_or("(unknown)")
+fn error_message(error: &Error, context: &ErrorContext) -> String {
+    let invoice = context.invoice.unwrap_or("(unknown)");
+    let recheck = context.recheck.as_secs();
+    match (error, context.step) {
+        (Error::Api(ApiError::Unauthorized { status, message }), _) => format!(
+            "is*hosting rejected the API key from Secret {} (HTTP {status}: {message}). API keys expire after 70 days: create a new key in the is*hosting client area and update the Secret",
+            context.secret.unwrap_or("(unknown)")
         ),
-        Error::Api(ApiError::Validation { .. }) => format!("{error}"),
+        (Error::Api(ApiError::Validation { .. }), Some(Step::Pay)) => {
+            if error_reason(error, context.step) == "InsufficientFunds" {
+                format!(
+                    "the account balance does not cover invoice {invoice} ({error}). Top up the balance in the is*hosting client area; the payment is retried every {recheck} s"
+                )
+            } else {
+                format!(
+                    "is*hosting rejected the payment of invoice {invoice} ({error}); it is retried every {recheck} s"
+                )
+            }
+        }
+        (Error::Api(ApiError::Validation { .. }), _) => format!(
+            "is*hosting rejected the order ({error}). plan, location, additions and sshKeys cannot be changed, so correct the manifest, delete this IsHostingVps and create it again"
+        ),
         _ => error.to_string(),
     }
 }

@@ -107,11 +107,12 @@ impl ApiError {
             ApiError::RateLimited { .. }
             | ApiError::Provider { .. }
             | ApiError::Transport { .. }
-            | ApiError::Decode { .. } => ErrorClass::Transient,
+            | ApiError::Decode { .. }
+            // The provider answers 409 while another order of the account is in progress.
+            | ApiError::Conflict { .. } => ErrorClass::Transient,
             ApiError::Unauthorized { .. }
             | ApiError::Validation { .. }
             | ApiError::NotFound { .. }
-            | ApiError::Conflict { .. }
             | ApiError::InvalidInput { .. } => ErrorClass::NeedsUser,
             ApiError::OutcomeUnknown { .. } => ErrorClass::OutcomeUnknown,
         }
@@ -137,11 +138,13 @@ fn validation_text(message: &str, fields: &BTreeMap<String, String>) -> String {
     } else {
         message.to_string()
     };
-    if !fields.is_empty() {
-        let parts: Vec<String> = fields
-            .iter()
-            .map(|(field, why)| format!("{field}: {why}"))
-            .collect();
+    // A field reason that repeats the message adds nothing but noise.
+    let parts: Vec<String> = fields
+        .iter()
+        .filter(|(_, why)| why.trim() != message.trim())
+        .map(|(field, why)| format!("{field}: {why}"))
+        .collect();
+    if !parts.is_empty() {
         text.push_str(&format!(" ({})", parts.join("; ")));
     }
     text
