@@ -70,5 +70,7 @@ if [[ "${DEMO_EXIT_WHEN_RUNNING:-0}" == 1 ]]; then
   exit 0
 fi
 echo
-echo "demo: the operator keeps running; try kubectl (KUBECONFIG=$dir/controlplane/admin.kubeconfig). Ctrl-C stops everything."
+echo "demo: the operator keeps running. To use kubectl against the demo, run in another shell:"
+cat "$dir/controlplane/env.sh"
+echo "demo: Ctrl-C stops everything."
 wait
