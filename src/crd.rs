@@ -87,7 +87,7 @@ pub struct IsHostingVpsSpec {
     #[serde(default = "default_auto_renew")]
     pub auto_renew: bool,
 
-    /// Secret in this namespace that holds the is*hosting API key. When absent, the
+    /// Secret in this namespace that contains the is*hosting API key. When absent, the
     /// operator's default Secret (flag `--default-secret`) is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeyRef>,
@@ -137,7 +137,7 @@ pub struct SecretKeyRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 
-    /// Key in the Secret's data that holds the API key. Defaults to `apiKey`.
+    /// Key in the Secret's data that contains the API key. Defaults to `apiKey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub key: Option<String>,
@@ -154,7 +154,7 @@ impl SecretKeyRef {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct IsHostingVpsStatus {
-    /// Where the resource is in its life: Pending, Quoted, Ordered (invoice unpaid), Paid,
+    /// Stage of the resource's life: Pending, Quoted, Ordered (invoice unpaid), Paid,
     /// Provisioning, Running, Stopped, Suspended, Cancelled or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
