@@ -453,45 +453,53 @@ async fn kubectl_explain_shows_field_docs() {
     panic!("kubectl explain did not show the plan's doc: {last}");
 }
 
-#[tokio::test]
-async fn lost_order_answer_is_found_not_reordered() {
-    let Some(mut env) = TestEnv::start("lost-order", dec!(500)).await else {
-        return;
-    };
+/// Runs the walkthrough with the simulator dropping the first answer of `operation`
+/// after committing it, and returns the stats once the server runs.
+async fn walkthrough_with_dropped_answer(
+    test: &str,
+    operation: &str,
+) -> Option<ishosting_operator::simulator::Stats> {
+    let mut env = TestEnv::start(test, dec!(500)).await?;
     let mut faults = ishosting_operator::simulator::Faults::default();
-    faults.drop_answers.insert("order".into(), 1);
+    faults.drop_answers.insert(operation.into(), 1);
     env.admin.set_faults(&faults).await.unwrap();
     env.create_secret(SECRET, &env.api_key.clone()).await;
     env.start_operator();
     env.create_vps("web-1", walkthrough_spec(SECRET)).await;
 
-    // The provider commits the order but the operator sees the connection drop; after the
-    // settle window it finds the order by its identity instead of ordering again.
-    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
+    let vps = env
+        .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
+        .await;
     let identity = format!("isvps-{}", vps.uid().unwrap());
     let stats = env.admin.stats().await.unwrap();
-    assert_eq!(stats.orders_by_identity.get(&identity), Some(&1), "{stats:?}");
-    assert_eq!(stats.payments_by_identity.get(&identity), Some(&1), "{stats:?}");
+    assert_eq!(
+        stats.orders_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.payments_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
+    Some(stats)
+}
+
+#[tokio::test]
+async fn lost_order_answer_is_found_not_reordered() {
+    // The provider commits the order but the operator sees the connection drop; after the
+    // settle window it finds the order by its identity instead of ordering again.
+    let Some(stats) = walkthrough_with_dropped_answer("lost-order", "order").await else {
+        return;
+    };
     assert_eq!(stats.invoices.len(), 1, "{stats:?}");
 }
 
 #[tokio::test]
 async fn lost_payment_answer_is_not_paid_twice() {
-    let Some(mut env) = TestEnv::start("lost-payment", dec!(500)).await else {
+    let Some(stats) = walkthrough_with_dropped_answer("lost-payment", "pay").await else {
         return;
     };
-    let mut faults = ishosting_operator::simulator::Faults::default();
-    faults.drop_answers.insert("pay".into(), 1);
-    env.admin.set_faults(&faults).await.unwrap();
-    env.create_secret(SECRET, &env.api_key.clone()).await;
-    env.start_operator();
-    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
-
-    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
-    let identity = format!("isvps-{}", vps.uid().unwrap());
-    let stats = env.admin.stats().await.unwrap();
-    assert_eq!(stats.orders_by_identity.get(&identity), Some(&1), "{stats:?}");
-    assert_eq!(stats.payments_by_identity.get(&identity), Some(&1), "{stats:?}");
     // The payment's outcome is read from the invoice, so no pay call is even rejected.
     assert_eq!(stats.failed_payments, 0, "{stats:?}");
 }
