@@ -151,6 +151,12 @@ impl Pass {
         let uid = obj.uid().ok_or(Error::MissingMetadata("uid"))?;
         let api: Api<IsHostingVps> = Api::namespaced(ctx.kube.clone(), &namespace);
         let fresh = api.get_status(&name).await?;
+        if fresh.uid().as_deref() != Some(uid.as_str()) {
+            // The name now belongs to a new resource; its own event starts its pass.
+            return Err(Error::MissingMetadata(
+                "matching uid (the resource was replaced)",
+            ));
+        }
         let status = fresh.status.clone().unwrap_or_default();
         Ok(Pass {
             resource: format!("{namespace}/{name}"),
@@ -385,7 +391,17 @@ impl Pass {
                 self.write_status().await?;
                 return Ok(None);
             }
-            InvoiceStatus::Unpaid | InvoiceStatus::Unknown(_) => {}
+            InvoiceStatus::Unknown(raw) => {
+                // A status such as a pending payment must not be paid again, so an unknown
+                // status stops the payment until it changes.
+                self.write_status().await?;
+                return Err(Error::Api(ApiError::Decode {
+                    detail: format!(
+                        "invoice {invoice_id} has status {raw:?}, which the operator does not know; it is not paid until the status is Unpaid"
+                    ),
+                }));
+            }
+            InvoiceStatus::Unpaid => {}
         }
 
         info!(resource = %self.resource, invoice = %invoice_id, "paying invoice from balance");
