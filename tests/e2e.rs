@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use ishosting_operator::crd::Phase;
+use ishosting_operator::ishosting::ApiKey;
 use kube::ResourceExt;
 use rust_decimal_macros::dec;
 use support::{TestEnv, condition, walkthrough_spec};
@@ -293,6 +294,70 @@ async fn rejected_key_recovers_after_rotation() {
 }
 
 #[tokio::test]
+async fn shared_rejected_key_stalls_all_resources() {
+    let Some(mut env) = TestEnv::start("shared-rejected-key", dec!(500)).await else {
+        return;
+    };
+    let bad_key = "expired-key-of-two-resources";
+    env.create_secret(SECRET, bad_key).await;
+    env.start_operator();
+    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
+    env.create_vps("web-2", walkthrough_spec(SECRET)).await;
+
+    for name in ["web-1", "web-2"] {
+        let vps = env
+            .wait_condition(name, "Stalled", "CredentialsRejected", CONDITION_TIMEOUT)
+            .await;
+        let stalled = condition(&vps, "Stalled").unwrap();
+        assert_eq!(stalled.status, "True");
+        assert!(stalled.message.contains(SECRET), "{}", stalled.message);
+        assert!(stalled.message.contains("70 days"), "{}", stalled.message);
+        assert!(
+            !stalled.message.contains(bad_key),
+            "the key leaked into status"
+        );
+    }
+
+    // The key in the Secret is replaced. Both resources use the new one without a restart.
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    for name in ["web-1", "web-2"] {
+        env.wait_phase(name, Phase::Running, RUNNING_TIMEOUT).await;
+    }
+
+    let bad = ApiKey::new(bad_key.to_string()).fingerprint();
+    let requests = env.admin.requests().await.unwrap();
+    let with_bad_key: Vec<_> = requests
+        .iter()
+        .filter(|r| r.key_fingerprint.as_deref() == Some(bad.as_str()))
+        .collect();
+    assert!(!with_bad_key.is_empty(), "the bad key was never tried");
+    let money: Vec<_> = with_bad_key
+        .iter()
+        .filter(|r| {
+            r.method == "POST" && (r.path.ends_with("/billing/order") || r.path.ends_with("/pay"))
+        })
+        .collect();
+    assert!(
+        money.is_empty(),
+        "order or pay sent with the rejected key: {money:?}"
+    );
+    let stats = env.admin.stats().await.unwrap();
+    assert_eq!(
+        stats.orders_by_identity.values().sum::<u32>(),
+        2,
+        "{stats:?}"
+    );
+    assert!(
+        stats.orders_by_identity.values().all(|n| *n == 1),
+        "{stats:?}"
+    );
+    assert!(
+        stats.payments_by_identity.values().all(|n| *n == 1),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
 async fn insufficient_balance_pays_after_top_up() {
     let Some(mut env) = TestEnv::start("low-balance", dec!(1)).await else {
         return;
@@ -467,11 +532,21 @@ async fn lost_order_answer_is_found_not_reordered() {
 
     // The provider commits the order but the operator sees the connection drop; after the
     // settle window it finds the order by its identity instead of ordering again.
-    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
+    let vps = env
+        .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
+        .await;
     let identity = format!("isvps-{}", vps.uid().unwrap());
     let stats = env.admin.stats().await.unwrap();
-    assert_eq!(stats.orders_by_identity.get(&identity), Some(&1), "{stats:?}");
-    assert_eq!(stats.payments_by_identity.get(&identity), Some(&1), "{stats:?}");
+    assert_eq!(
+        stats.orders_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.payments_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
     assert_eq!(stats.invoices.len(), 1, "{stats:?}");
 }
 
@@ -487,11 +562,21 @@ async fn lost_payment_answer_is_not_paid_twice() {
     env.start_operator();
     env.create_vps("web-1", walkthrough_spec(SECRET)).await;
 
-    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
+    let vps = env
+        .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
+        .await;
     let identity = format!("isvps-{}", vps.uid().unwrap());
     let stats = env.admin.stats().await.unwrap();
-    assert_eq!(stats.orders_by_identity.get(&identity), Some(&1), "{stats:?}");
-    assert_eq!(stats.payments_by_identity.get(&identity), Some(&1), "{stats:?}");
+    assert_eq!(
+        stats.orders_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.payments_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
     // The payment's outcome is read from the invoice, so no pay call is even rejected.
     assert_eq!(stats.failed_payments, 0, "{stats:?}");
 }
