@@ -3,8 +3,8 @@
 //!
 //! [`acquire`] waits until this replica holds the lease. [`hold`] then runs the controller
 //! and returns an error as soon as the lease is lost, cannot be renewed, or the task that
-//! renews it ends: the caller exits the process, because a replica that may no longer lead
-//! must not send another order or payment.
+//! renews it ends. The caller then exits the process, because a replica that may no longer
+//! lead must not send another order or payment.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -138,7 +138,7 @@ impl KubeLease {
         .await
         .with_context(|| {
             format!(
-                "failed to read or create Lease {}/{}; does the operator's RBAC allow leases in that namespace?",
+                "failed to read or create Lease {}/{}: check that the namespace exists (or set --lease-namespace) and that the operator's RBAC allows leases there",
                 settings.namespace, settings.name
             )
         })?;
@@ -178,7 +178,7 @@ pub async fn acquire<L: LeaseLock>(lock: &L, retry_period: Duration) {
             Ok(true) => return,
             Ok(false) => {}
             Err(error) => {
-                warn!(error = %format!("{error:#}"), identity = lock.identity(), "failed to acquire the lease; retrying");
+                warn!(error = %format!("{error:#}"), identity = lock.identity(), "failed to acquire the lease, retrying");
                 tokio::time::sleep(retry_period).await;
             }
         }
