@@ -118,8 +118,10 @@ async fn follower_finishes_order_after_leader_killed() {
     wait_holder(&env, "operator-b-", LEASE_DURATION * 3).await;
     let takeover = killed_at.elapsed();
     eprintln!("the follower took the lease {takeover:?} after the leader was killed");
+    // The lease expires at most LEASE_DURATION after the kill. The follower then waits up to
+    // 1 s before it takes the lease, and the rest is slack for a loaded machine.
     assert!(
-        takeover <= LEASE_DURATION + Duration::from_secs(2),
+        takeover <= LEASE_DURATION + Duration::from_secs(3),
         "takeover took {takeover:?}"
     );
     assert!(
