@@ -5,6 +5,10 @@
 //! and returns an error as soon as the lease is lost, cannot be renewed, or the task that
 //! renews it ends. The caller then exits the process, because a replica that may no longer
 //! lead must not send another order or payment.
+//!
+//! NOTE: a leader whose process or node freezes for longer than the lease notices the loss
+//! only when it runs again, after a call it had already started. Against that overlap the
+//! controller relies on the order identity it records before ordering.
 
 use std::future::Future;
 use std::sync::Arc;

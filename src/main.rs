@@ -171,16 +171,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
-    let kube_config = match &args.kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("cannot find a Kubernetes configuration")?,
-    };
     let lease_settings = LeaseSettings {
         name: args.lease_name.clone(),
         namespace: args.lease_namespace.clone(),
@@ -192,6 +182,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.leader_election {
         lease_settings.validate().map_err(anyhow::Error::msg)?;
     }
+
+    let kube_config = match &args.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("cannot find a Kubernetes configuration")?,
+    };
     let kube = kube::Client::try_from(kube_config.clone())?;
 
     let metrics = Arc::new(Metrics::new());
