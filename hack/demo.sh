@@ -49,7 +49,7 @@ kubectl apply -f examples/
 
 echo "demo: running the operator (log: $dir/operator.log)"
 "$operator" run --api-url "http://127.0.0.1:$sim_port" --metrics-listen "127.0.0.1:$metrics_port" \
-  --order-settle-seconds 40 >"$dir/operator.log" 2>&1 &
+  --order-settle-seconds 40 --lease-namespace default >"$dir/operator.log" 2>&1 &
 pids+=($!)
 
 echo "demo: waiting for web-1 to reach Running"

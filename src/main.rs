@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use ishosting_operator::controller::{self, Context, ControllerConfig, SecretLocation};
 use ishosting_operator::ishosting::{ApiClient, Budget, ClientConfig};
+use ishosting_operator::leader::{self, KubeLease, LeaseSettings};
 use ishosting_operator::metrics::{self, Metrics};
 use ishosting_operator::telemetry::{self, LogFormat};
 use ishosting_operator::{crd, simulator};
@@ -104,6 +105,44 @@ struct RunArgs {
     /// insufficient balance).
     #[arg(long, env = "ISHOSTING_RECHECK_SECONDS", default_value_t = 120)]
     recheck_seconds: u64,
+
+    /// Elect one leader among the replicas through a Lease; only the leader runs the
+    /// controller. Turn it off only when exactly one replica runs.
+    #[arg(
+        long,
+        env = "ISHOSTING_LEADER_ELECTION",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    leader_election: bool,
+
+    /// Name of the Lease used for leader election.
+    #[arg(
+        long,
+        env = "ISHOSTING_LEASE_NAME",
+        default_value = "ishosting-operator"
+    )]
+    lease_name: String,
+
+    /// Namespace of the Lease; defaults to the pod's namespace (POD_NAMESPACE), else
+    /// ishosting-system.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "ishosting-system")]
+    lease_namespace: String,
+
+    /// Seconds a lease stays valid after its last renewal; a follower takes over this long
+    /// after the leader stopped renewing.
+    #[arg(long, env = "ISHOSTING_LEASE_DURATION_SECONDS", default_value_t = 15)]
+    lease_duration_seconds: u64,
+
+    /// Seconds after its last renewal at which the leader renews the lease. A renewal that
+    /// fails before the lease expires ends the process.
+    #[arg(long, env = "ISHOSTING_RENEW_DEADLINE_SECONDS", default_value_t = 10)]
+    renew_deadline_seconds: u64,
+
+    /// Seconds between the leader's checks that the Lease still names it, and between a
+    /// follower's retries after a failed request.
+    #[arg(long, env = "ISHOSTING_RETRY_PERIOD_SECONDS", default_value_t = 2)]
+    retry_period_seconds: u64,
 }
 
 #[tokio::main]
@@ -132,6 +171,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
+    let lease_settings = LeaseSettings {
+        name: args.lease_name.clone(),
+        namespace: args.lease_namespace.clone(),
+        identity: leader::default_identity(),
+        duration_seconds: args.lease_duration_seconds,
+        renew_deadline_seconds: args.renew_deadline_seconds,
+        retry_period: Duration::from_secs(args.retry_period_seconds),
+    };
+    if args.leader_election {
+        lease_settings.validate().map_err(anyhow::Error::msg)?;
+    }
+
     let kube_config = match &args.kubeconfig {
         Some(path) => {
             let file = Kubeconfig::read_from(path)
@@ -142,8 +193,65 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
             .context("cannot find a Kubernetes configuration")?,
     };
-    let kube = kube::Client::try_from(kube_config)?;
+    let kube = kube::Client::try_from(kube_config.clone())?;
 
+    let metrics = Arc::new(Metrics::new());
+    let mut server = tokio::spawn(metrics::serve(args.metrics_listen, metrics.clone()));
+    // A follower is ready too: it serves health and metrics and waits for the lease.
+    metrics.set_ready(true);
+
+    if args.leader_election {
+        let lock = Arc::new(KubeLease::connect(&kube_config, &lease_settings).await?);
+        tracing::info!(
+            lease = %format!("{}/{}", lease_settings.namespace, lease_settings.name),
+            identity = %lease_settings.identity,
+            "waiting to acquire the lease"
+        );
+        tokio::select! {
+            () = leader::acquire(&*lock, lease_settings.retry_period) => {}
+            () = shutdown_signal() => {
+                tracing::info!("stopped before acquiring the lease");
+                return Ok(());
+            }
+            result = &mut server => return metrics_server_ended(result),
+        }
+        tracing::info!(identity = %lease_settings.identity, "acquired the lease; starting the controller");
+        metrics.set_leader(true);
+        let ctx = Arc::new(build_context(&args, kube, metrics.clone())?);
+        let result = tokio::select! {
+            result = leader::hold(lock, lease_settings.retry_period, controller::run(ctx)) => {
+                if let Err(error) = &result {
+                    tracing::error!(
+                        error = %format!("{error:#}"),
+                        identity = %lease_settings.identity,
+                        "exiting: this replica may no longer lead, and only the leader may order or pay"
+                    );
+                }
+                result
+            }
+            result = &mut server => metrics_server_ended(result),
+        };
+        metrics.set_leader(false);
+        return result;
+    }
+
+    tracing::warn!(
+        "leader election is off: run exactly one replica, or two could order the same server"
+    );
+    metrics.set_leader(true);
+    let ctx = Arc::new(build_context(&args, kube, metrics.clone())?);
+    tokio::select! {
+        result = controller::run(ctx) => result,
+        result = server => metrics_server_ended(result),
+    }
+}
+
+/// Builds the provider client and the controller's context.
+fn build_context(
+    args: &RunArgs,
+    kube: kube::Client,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Context> {
     let mut client_config = ClientConfig {
         base_url: args.api_url.clone(),
         token_header: args.token_header.clone(),
@@ -172,17 +280,30 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ..ControllerConfig::default()
     };
     tracing::info!(api = %args.api_url, default_secret = ?args.default_secret, "starting ishosting-operator");
+    Ok(Context::new(kube, provider, config, metrics))
+}
 
-    let metrics = Arc::new(Metrics::new());
-    let server = tokio::spawn(metrics::serve(args.metrics_listen, metrics.clone()));
-    let ctx = Arc::new(Context::new(kube, provider, config, metrics.clone()));
-    metrics.set_ready(true);
+/// Turns the end of the metrics server into the process's error.
+fn metrics_server_ended(
+    result: Result<anyhow::Result<()>, tokio::task::JoinError>,
+) -> anyhow::Result<()> {
+    result??;
+    anyhow::bail!("the metrics server stopped")
+}
 
+/// Waits for SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "failed to listen for SIGTERM; only Ctrl-C stops the wait");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
     tokio::select! {
-        result = controller::run(ctx) => result,
-        result = server => {
-            result??;
-            anyhow::bail!("the metrics server stopped")
-        }
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
     }
 }

@@ -14,6 +14,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::info;
@@ -35,6 +36,7 @@ pub struct Metrics {
     errors: Family<CategoryLabel, Counter>,
     orders: Family<ResultLabel, Counter>,
     payments: Family<ResultLabel, Counter>,
+    leader: Gauge,
     ready: AtomicBool,
 }
 
@@ -72,12 +74,19 @@ impl Metrics {
             "Payments sent to the provider, by result (paid, pending, rejected, unknown)",
             payments.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the lease and runs the controller, else 0",
+            leader.clone(),
+        );
         Metrics {
             registry,
             reconcile_duration,
             errors,
             orders,
             payments,
+            leader,
             ready: AtomicBool::new(false),
         }
     }
@@ -108,6 +117,11 @@ impl Metrics {
                 result: result.to_string(),
             })
             .inc();
+    }
+
+    /// Records whether this replica leads (holds the lease and runs the controller).
+    pub fn set_leader(&self, leader: bool) {
+        self.leader.set(i64::from(leader));
     }
 
     /// Marks the operator ready once the controller has started.
@@ -168,5 +182,8 @@ mod tests {
             text.contains("ishosting_operator_reconcile_errors_total{category=\"RateLimited\"} 1")
         );
         assert!(text.contains("ishosting_operator_reconcile_duration_seconds"));
+        assert!(text.contains("ishosting_operator_leader 0"));
+        metrics.set_leader(true);
+        assert!(metrics.encode().contains("ishosting_operator_leader 1"));
     }
 }

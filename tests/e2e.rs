@@ -7,6 +7,7 @@ mod support;
 use std::time::Duration;
 
 use ishosting_operator::crd::Phase;
+use ishosting_operator::ishosting::ApiKey;
 use kube::ResourceExt;
 use rust_decimal_macros::dec;
 use support::{TestEnv, condition, walkthrough_spec};
@@ -290,6 +291,70 @@ async fn rejected_key_recovers_after_rotation() {
         .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
         .await;
     assert_eq!(condition(&vps, "Stalled").unwrap().status, "False");
+}
+
+#[tokio::test]
+async fn shared_rejected_key_stalls_all_resources() {
+    let Some(mut env) = TestEnv::start("shared-rejected-key", dec!(500)).await else {
+        return;
+    };
+    let bad_key = "expired-key-of-two-resources";
+    env.create_secret(SECRET, bad_key).await;
+    env.start_operator();
+    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
+    env.create_vps("web-2", walkthrough_spec(SECRET)).await;
+
+    for name in ["web-1", "web-2"] {
+        let vps = env
+            .wait_condition(name, "Stalled", "CredentialsRejected", CONDITION_TIMEOUT)
+            .await;
+        let stalled = condition(&vps, "Stalled").unwrap();
+        assert_eq!(stalled.status, "True");
+        assert!(stalled.message.contains(SECRET), "{}", stalled.message);
+        assert!(stalled.message.contains("70 days"), "{}", stalled.message);
+        assert!(
+            !stalled.message.contains(bad_key),
+            "the key leaked into status"
+        );
+    }
+
+    // The key in the Secret is replaced. Both resources use the new one without a restart.
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    for name in ["web-1", "web-2"] {
+        env.wait_phase(name, Phase::Running, RUNNING_TIMEOUT).await;
+    }
+
+    let bad = ApiKey::new(bad_key.to_string()).fingerprint();
+    let requests = env.admin.requests().await.unwrap();
+    let with_bad_key: Vec<_> = requests
+        .iter()
+        .filter(|r| r.key_fingerprint.as_deref() == Some(bad.as_str()))
+        .collect();
+    assert!(!with_bad_key.is_empty(), "the bad key was never tried");
+    let money: Vec<_> = with_bad_key
+        .iter()
+        .filter(|r| {
+            r.method == "POST" && (r.path.ends_with("/billing/order") || r.path.ends_with("/pay"))
+        })
+        .collect();
+    assert!(
+        money.is_empty(),
+        "order or pay sent with the rejected key: {money:?}"
+    );
+    let stats = env.admin.stats().await.unwrap();
+    assert_eq!(
+        stats.orders_by_identity.values().sum::<u32>(),
+        2,
+        "{stats:?}"
+    );
+    assert!(
+        stats.orders_by_identity.values().all(|n| *n == 1),
+        "{stats:?}"
+    );
+    assert!(
+        stats.payments_by_identity.values().all(|n| *n == 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]

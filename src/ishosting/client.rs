@@ -128,6 +128,32 @@ struct KeyState {
     limiter: RateLimiter,
     order_lock: Arc<tokio::sync::Mutex<()>>,
     requests_sent: AtomicU64,
+    /// The credentials breaker: the rejection (status, provider message) that opened it,
+    /// `None` while closed. While open, calls that change the account fail without a
+    /// request. The first read-only call that succeeds closes it.
+    rejected: Mutex<Option<(u16, String)>>,
+}
+
+impl KeyState {
+    /// Returns the error for a state-changing call while the breaker is open.
+    fn breaker_error(&self) -> Option<ApiError> {
+        let rejected = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        rejected
+            .as_ref()
+            .map(|(status, message)| ApiError::Unauthorized {
+                status: *status,
+                message: format!(
+                    "{message}; credentials breaker open for this key: no order, payment or change is sent with it until a read-only call with it succeeds"
+                ),
+            })
+    }
+
+    /// Opens the breaker after the provider rejected the key, or closes it after a
+    /// read-only call succeeded.
+    fn set_rejected(&self, rejection: Option<(u16, String)>) {
+        let mut rejected = self.rejected.lock().unwrap_or_else(|e| e.into_inner());
+        *rejected = rejection;
+    }
 }
 
 struct Inner {
@@ -216,6 +242,7 @@ impl ApiClient {
                         limiter: RateLimiter::new(self.inner.budget.clone()),
                         order_lock: Arc::new(tokio::sync::Mutex::new(())),
                         requests_sent: AtomicU64::new(0),
+                        rejected: Mutex::new(None),
                     })
                 })
                 .clone()
@@ -553,8 +580,47 @@ impl Account {
         Ok(())
     }
 
-    /// Sends a request with retries as `repeat` allows, and returns a 2xx response or the error.
+    /// Reports whether the credentials breaker of this key is open: the provider rejected
+    /// the key and no read-only call has succeeded since.
+    pub fn breaker_open(&self) -> bool {
+        self.state.breaker_error().is_some()
+    }
+
+    /// Sends a request, minding the key's credentials breaker: a state-changing call fails
+    /// at once while it is open, a rejected key opens it, a successful read closes it.
     async fn send(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(String, String)],
+        body: Option<Vec<u8>>,
+        repeat: Repeat,
+    ) -> Result<RawResponse, ApiError> {
+        if repeat != Repeat::Safe
+            && let Some(error) = self.state.breaker_error()
+        {
+            tracing::debug!(method = %method, key = %self.fingerprint, "credentials breaker open, so the request was not sent");
+            return Err(error);
+        }
+        let result = self
+            .send_unguarded(method, segments, query, body, repeat)
+            .await;
+        match &result {
+            Ok(_) if repeat == Repeat::Safe => self.state.set_rejected(None),
+            // Only a JSON 401/403 maps to Unauthorized; a challenge page is RateLimited.
+            Err(ApiError::Unauthorized { status, message }) => {
+                if !self.breaker_open() {
+                    tracing::warn!(key = %self.fingerprint, status, "is*hosting rejected the API key, so calls that change the account are held back until a read-only call with it succeeds");
+                }
+                self.state.set_rejected(Some((*status, message.clone())));
+            }
+            _ => {}
+        }
+        result
+    }
+
+    /// Sends a request with retries as `repeat` allows, and returns a 2xx response or the error.
+    async fn send_unguarded(
         &self,
         method: Method,
         segments: &[&str],
@@ -1518,5 +1584,144 @@ mod tests {
         assert!(from_envelope::<Value>(br#"{"data": [1], "total": 3}"#).is_none());
         assert!(from_envelope::<Value>(br#"{"id": 1, "data": {"x": 1}}"#).is_none());
         assert!(from_envelope::<Value>(b"[1]").is_none());
+    }
+
+    /// Serves reads that return 401 until `accept` is set, and counts every state-changing
+    /// request.
+    fn breaker_router(
+        accept: Arc<std::sync::atomic::AtomicBool>,
+        changes: Arc<AtomicUsize>,
+    ) -> Router {
+        let read = move || {
+            let accept = accept.clone();
+            async move {
+                if accept.load(Ordering::SeqCst) {
+                    axum::Json(json!({"items": []})).into_response()
+                } else {
+                    (
+                        AxumStatus::UNAUTHORIZED,
+                        axum::Json(json!({"status": 401, "message": "Unauthorized"})),
+                    )
+                        .into_response()
+                }
+            }
+        };
+        let change = move || {
+            let changes = changes.clone();
+            async move {
+                changes.fetch_add(1, Ordering::SeqCst);
+                axum::Json(invoice_json())
+            }
+        };
+        Router::new()
+            .route("/services/list", get(read))
+            .route("/billing/order", post(change.clone()))
+            .route("/billing/invoice/{id}/pay", post(change.clone()))
+            .route("/billing/invoice/{id}/cancel", patch(change.clone()))
+            .route("/vps/{id}", patch(change.clone()))
+            .route("/vps/{id}/status/{action}", patch(change))
+    }
+
+    /// Calls every state-changing operation and returns their errors.
+    async fn change_everything(account: &Account) -> Vec<ApiError> {
+        let pay = PayRequest {
+            balance: true,
+            renew: false,
+        };
+        let tags = VpsPatch {
+            name: None,
+            tags: vec!["web".into()],
+            auto_renew: None,
+        };
+        vec![
+            account.order(&order()).await.unwrap_err(),
+            account.pay("5001", &pay).await.unwrap_err(),
+            account.cancel_invoice("5001").await.unwrap_err(),
+            account.vps_patch("NL_1", &tags).await.unwrap_err(),
+            account
+                .vps_action("NL_1", VpsAction::Stop)
+                .await
+                .unwrap_err(),
+        ]
+    }
+
+    #[tokio::test]
+    async fn rejected_key_opens_breaker_for_every_handle() {
+        let accept = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let changes = counter();
+        let base = serve(breaker_router(accept, changes.clone())).await;
+        let client = ApiClient::new(ClientConfig {
+            base_url: base,
+            ..ClientConfig::default()
+        })
+        .unwrap();
+        let first = client.account(ApiKey::new(KEY.into()));
+        let error = first.services().await.unwrap_err();
+        assert_eq!(error.category(), "CredentialsRejected");
+        assert!(first.breaker_open());
+
+        // Another handle for the same key (another resource) is held back too.
+        let second = client.account(ApiKey::new(KEY.into()));
+        let sent_before = second.requests_sent();
+        for error in change_everything(&second).await {
+            assert_eq!(error.category(), "CredentialsRejected", "{error}");
+            assert!(error.to_string().contains("breaker open"), "{error}");
+        }
+        assert_eq!(changes.load(Ordering::SeqCst), 0, "no change may be sent");
+        assert_eq!(second.requests_sent(), sent_before);
+
+        // A rotated key is another key: its calls go out at once.
+        let rotated = client.account(ApiKey::new("rotated-key".into()));
+        assert!(!rotated.breaker_open());
+        rotated.order(&order()).await.unwrap();
+        assert_eq!(changes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn successful_read_closes_breaker() {
+        let accept = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let changes = counter();
+        let account = account(serve(breaker_router(accept.clone(), changes.clone())).await);
+        account.services().await.unwrap_err();
+        assert!(account.breaker_open());
+        // Reads still go out while the breaker is open.
+        account.services().await.unwrap_err();
+        assert_eq!(account.requests_sent(), 2);
+
+        accept.store(true, Ordering::SeqCst);
+        account.services().await.unwrap();
+        assert!(!account.breaker_open());
+        account.order(&order()).await.unwrap();
+        assert_eq!(changes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn challenge_page_does_not_open_breaker() {
+        let changes = counter();
+        let count = changes.clone();
+        let router = Router::new()
+            .route(
+                "/services/list",
+                get(|| async {
+                    (
+                        AxumStatus::FORBIDDEN,
+                        [(axum::http::header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+                        "<!DOCTYPE html><title>Just a moment...</title>",
+                    )
+                }),
+            )
+            .route(
+                "/billing/order",
+                post(move || async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    axum::Json(invoice_json())
+                }),
+            );
+        let account = account(serve(router).await);
+        let error = account.services().await.unwrap_err();
+        assert_eq!(error.category(), "RateLimited");
+        assert!(!account.breaker_open());
+        account.order(&order()).await.unwrap();
+        assert_eq!(changes.load(Ordering::SeqCst), 1);
     }
 }

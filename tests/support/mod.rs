@@ -5,12 +5,13 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use ishosting_operator::crd::{IsHostingVps, Phase};
 use ishosting_operator::ishosting::{Account, ApiClient, ApiKey, ClientConfig};
 use ishosting_operator::simulator::{AdminClient, Simulator, SimulatorConfig, SimulatorHandle};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -91,11 +92,31 @@ impl TestEnv {
 
     /// Starts the operator binary, watching only this test's namespace.
     pub fn start_operator(&mut self) {
-        self.operator = Some(OperatorProcess::spawn(
+        self.operator = Some(self.spawn_operator("operator", &[]));
+    }
+
+    /// Starts another operator process for this test's namespace, with `POD_NAME` set to
+    /// `name` (its lease identity starts with it) and `extra` arguments appended. Its lease
+    /// lives in the test's namespace, so tests running at once do not share one.
+    pub fn spawn_operator(&self, name: &str, extra: &[&str]) -> OperatorProcess {
+        OperatorProcess::spawn(
             &self.operator_kubeconfig,
             &self.namespace,
             &self.simulator.base_url(),
-        ));
+            name,
+            extra,
+        )
+    }
+
+    /// Returns the holder of the operator's Lease in the test's namespace, if any.
+    pub async fn lease_holder(&self) -> Option<String> {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.namespace);
+        leases
+            .get_opt("ishosting-operator")
+            .await
+            .expect("read the Lease")
+            .and_then(|lease| lease.spec)
+            .and_then(|spec| spec.holder_identity)
     }
 
     /// Creates the Secret `name` holding `key` under `apiKey`, or updates its key in place
@@ -282,21 +303,28 @@ async fn client_for(path: &PathBuf) -> kube::Client {
 }
 
 /// The operator binary running as a child process; killed when dropped.
-struct OperatorProcess {
+pub struct OperatorProcess {
     child: Child,
     log: PathBuf,
 }
 
 impl OperatorProcess {
-    fn spawn(kubeconfig: &PathBuf, namespace: &str, api_url: &str) -> OperatorProcess {
+    fn spawn(
+        kubeconfig: &PathBuf,
+        namespace: &str,
+        api_url: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> OperatorProcess {
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
-        let log = log_dir.join(format!("{namespace}-operator.log"));
+        let log = log_dir.join(format!("{namespace}-{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_ishosting-operator"))
             .args(["run", "--kubeconfig"])
             .arg(kubeconfig)
             .args(["--namespace", namespace, "--api-url", api_url])
+            .args(["--lease-namespace", namespace])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args([
                 "--request-timeout-seconds",
@@ -306,7 +334,10 @@ impl OperatorProcess {
             ])
             .args(["--poll-seconds", "1", "--recheck-seconds", "2"])
             .args(["--resync-seconds", "2"])
+            .args(extra)
             .env("RUST_LOG", "info,ishosting_operator=debug")
+            .env("POD_NAME", name)
+            .env_remove("POD_NAMESPACE")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -315,11 +346,65 @@ impl OperatorProcess {
         OperatorProcess { child, log }
     }
 
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+    /// Returns the whole log of the process.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Returns the last 30 lines of the log.
+    pub fn log_tail(&self) -> String {
+        let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         let start = lines.len().saturating_sub(30);
         lines[start..].join("\n")
+    }
+
+    /// Kills the process with SIGKILL, as a node failure or OOM kill would, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself and returns its status.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("poll the operator process") {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
+    /// Waits up to `timeout` for a log line containing `text`.
+    pub async fn wait_log(&self, text: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(text) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Reads the process's `/metrics` text; the address comes from its log.
+    pub async fn metrics(&self) -> String {
+        let log = self.log();
+        let address = log
+            .lines()
+            .find(|line| line.contains("serving metrics and health"))
+            .and_then(|line| line.split("address=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the metrics address in the operator log")
+            .to_string();
+        reqwest::get(format!("http://{address}/metrics"))
+            .await
+            .expect("read /metrics")
+            .text()
+            .await
+            .expect("read the /metrics body")
     }
 }
 
