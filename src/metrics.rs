@@ -24,6 +24,11 @@ struct CategoryLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -35,6 +40,7 @@ pub struct Metrics {
     errors: Family<CategoryLabel, Counter>,
     orders: Family<ResultLabel, Counter>,
     payments: Family<ResultLabel, Counter>,
+    limit_blocks: Family<LimitLabel, Counter>,
     ready: AtomicBool,
 }
 
@@ -72,12 +78,19 @@ impl Metrics {
             "Payments sent to the provider, by result (paid, pending, rejected, unknown)",
             payments.clone(),
         );
+        let limit_blocks = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "spending_limit_blocks",
+            "Orders not sent because an account-wide limit was reached, by limit (orders_per_hour, spend_per_day)",
+            limit_blocks.clone(),
+        );
         Metrics {
             registry,
             reconcile_duration,
             errors,
             orders,
             payments,
+            limit_blocks,
             ready: AtomicBool::new(false),
         }
     }
@@ -106,6 +119,14 @@ impl Metrics {
         self.payments
             .get_or_create(&ResultLabel {
                 result: result.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn count_limit_block(&self, limit: &str) {
+        self.limit_blocks
+            .get_or_create(&LimitLabel {
+                limit: limit.to_string(),
             })
             .inc();
     }
@@ -162,7 +183,11 @@ mod tests {
         let metrics = Metrics::new();
         metrics.count_order("placed");
         metrics.count_error("RateLimited");
+        metrics.count_limit_block("orders_per_hour");
         let text = metrics.encode();
+        assert!(text.contains(
+            "ishosting_operator_spending_limit_blocks_total{limit=\"orders_per_hour\"} 1"
+        ));
         assert!(text.contains("ishosting_operator_orders_total{result=\"placed\"} 1"));
         assert!(
             text.contains("ishosting_operator_reconcile_errors_total{category=\"RateLimited\"} 1")
