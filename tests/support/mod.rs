@@ -26,6 +26,8 @@ pub struct TestEnv {
     pub api_key: String,
     operator: Option<OperatorProcess>,
     operator_kubeconfig: PathBuf,
+    /// Address of the operator's `/metrics` once it runs.
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl TestEnv {
@@ -82,6 +84,7 @@ impl TestEnv {
             api_key,
             operator: None,
             operator_kubeconfig,
+            metrics_addr: None,
         })
     }
 
@@ -91,11 +94,45 @@ impl TestEnv {
 
     /// Starts the operator binary, watching only this test's namespace.
     pub fn start_operator(&mut self) {
+        self.start_operator_with(&[]);
+    }
+
+    /// Starts the operator binary with extra flags, such as `--max-orders-per-hour 1`.
+    /// Its `/metrics` listens on a free loopback port, read by [`Self::metrics_text`].
+    pub fn start_operator_with(&mut self, extra: &[&str]) {
+        // The port is free when probed; another process could take it before the
+        // operator binds it, which would fail this test's metrics read only.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe a free port");
+        let metrics_addr = probe.local_addr().expect("read the probed port");
+        drop(probe);
+        self.metrics_addr = Some(metrics_addr);
         self.operator = Some(OperatorProcess::spawn(
             &self.operator_kubeconfig,
             &self.namespace,
             &self.simulator.base_url(),
+            &metrics_addr.to_string(),
+            extra,
         ));
+    }
+
+    /// Returns the operator's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let addr = self.metrics_addr.expect("the operator was started");
+        let url = format!("http://{addr}/metrics");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match reqwest::get(&url).await {
+                Ok(response) => return response.text().await.expect("read /metrics"),
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "GET {url} failed: {error}\noperator log: {}",
+                        self.operator_log_tail()
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
     }
 
     /// Creates the Secret `name` holding `key` under `apiKey`, or updates its key in place
@@ -288,7 +325,13 @@ struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    fn spawn(kubeconfig: &PathBuf, namespace: &str, api_url: &str) -> OperatorProcess {
+    fn spawn(
+        kubeconfig: &PathBuf,
+        namespace: &str,
+        api_url: &str,
+        metrics_listen: &str,
+        extra: &[&str],
+    ) -> OperatorProcess {
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log = log_dir.join(format!("{namespace}-operator.log"));
@@ -297,7 +340,7 @@ impl OperatorProcess {
             .args(["run", "--kubeconfig"])
             .arg(kubeconfig)
             .args(["--namespace", namespace, "--api-url", api_url])
-            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", metrics_listen])
             .args([
                 "--request-timeout-seconds",
                 "3",
@@ -306,6 +349,7 @@ impl OperatorProcess {
             ])
             .args(["--poll-seconds", "1", "--recheck-seconds", "2"])
             .args(["--resync-seconds", "2"])
+            .args(extra)
             .env("RUST_LOG", "info,ishosting_operator=debug")
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
