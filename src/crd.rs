@@ -102,8 +102,8 @@ pub struct IsHostingVpsSpec {
 
     /// `Order` (default) quotes, orders and pays. `QuoteOnly` quotes and stops at phase
     /// `Quoted` until this is changed to `Order`. The field can be changed at any time,
-    /// but it only takes effect while nothing is ordered: once an order has been sent,
-    /// `QuoteOnly` is ignored and the order is paid and followed as usual.
+    /// but `QuoteOnly` only stops an order that has not been sent: once an order exists
+    /// at the provider it is paid and followed as usual, whatever this field says.
     #[serde(default)]
     pub order_policy: OrderPolicy,
 }
