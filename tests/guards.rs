@@ -224,7 +224,7 @@ async fn hourly_order_limit_blocks_next_order() {
         .wait_condition("web-2", "Stalled", "AccountOrderLimit", CONDITION_TIMEOUT)
         .await;
     let message = &condition(&vps, "Stalled").unwrap().message;
-    assert!(message.contains("1 orders in the last hour"), "{message}");
+    assert!(message.contains("1 order(s) in the last hour"), "{message}");
     assert!(message.contains("--max-orders-per-hour"), "{message}");
     assert_eq!(
         vps.status.as_ref().and_then(|s| s.phase),

@@ -190,7 +190,7 @@ impl Hold {
                 "spec.maxTotal.amount {amount:?} is not a decimal number; nothing is ordered. Set it to an amount such as \"50.00\""
             ),
             Hold::AccountOrderLimit { orders, limit } => format!(
-                "the account placed {orders} orders in the last hour, the operator's limit (--max-orders-per-hour {limit}); nothing more is ordered for this account until an hour has passed since its oldest of them. Checked again every {recheck} s; orders already placed are still paid"
+                "the account placed {orders} order(s) in the last hour and the operator allows {limit} (--max-orders-per-hour); nothing more is ordered for this account until the oldest of them is an hour old. Checked again every {recheck} s; orders already placed are still paid"
             ),
             Hold::AccountSpendLimit {
                 spent,

@@ -127,6 +127,9 @@ impl SpendingGuard {
 }
 
 /// Reads the account's invoices created in the last 24 hours, newest first.
+///
+/// NOTE: one request covers 100 invoices; an account with more in a day takes one more
+/// request per 100, up to [`MAX_PAGES`], and invoices past that are not counted.
 async fn fetch_last_day(account: &Account, now: i64) -> Result<Vec<Invoice>, ApiError> {
     let mut invoices = Vec::new();
     for page in 0..MAX_PAGES {

@@ -761,13 +761,16 @@ impl Pass {
                     now,
                 );
                 if cancelled {
-                    let message = "the unpaid invoice was cancelled; nothing more will be ordered for this resource";
+                    let message = format!(
+                        "invoice {} was cancelled unpaid (it expired or was cancelled at the provider); nothing more is ordered for this resource. Delete it and create it again to order anew",
+                        status.invoice_id.as_deref().unwrap_or("(unknown)")
+                    );
                     conditions::set(
                         list,
                         STALLED,
                         Status::True,
                         "InvoiceCancelled",
-                        message,
+                        &message,
                         generation,
                         now,
                     );
