@@ -4,8 +4,8 @@
 //! list, filtered to the last 24 hours by `period[from]`, is the record of every order the
 //! key placed, whichever operator process, resource or person placed it. A restart, a
 //! lost status or a second operator instance cannot reset it, and no extra object or RBAC
-//! is needed. The list is read at most once per decision and cached for [`CACHE_TTL`] per
-//! account. An order this process sends is added to the cached list at once, so each
+//! is needed. Each order decision reads the list at most once (one request per 100
+//! invoices), and the result is cached for [`CACHE_TTL`] per account. An order this process sends is added to the cached list at once, so each
 //! resource that orders within the TTL counts the orders sent before it.
 
 use std::collections::HashMap;
@@ -128,7 +128,7 @@ impl SpendingGuard {
 
 /// Reads the account's invoices created in the last 24 hours, newest first.
 ///
-/// NOTE: one request covers 100 invoices; an account with more in a day takes one more
+/// NOTE: one request covers 100 invoices. An account with more in a day takes one more
 /// request per 100, up to [`MAX_PAGES`], and invoices past that are not counted.
 async fn fetch_last_day(account: &Account, now: i64) -> Result<Vec<Invoice>, ApiError> {
     let mut invoices = Vec::new();
