@@ -254,7 +254,6 @@ async fn hourly_order_limit_blocks_next_order() {
     env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
         .await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let lists_after = count_invoice_lists(&env).await;
     let vps = env.vps_api().get("web-2").await.unwrap();
     assert_eq!(
         condition(&vps, "Stalled").unwrap().reason,
