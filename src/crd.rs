@@ -91,6 +91,48 @@ pub struct IsHostingVpsSpec {
     /// operator's default Secret (flag `--default-secret`) is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretKeyRef>,
+
+    /// Highest first-period total the operator may order at, for example
+    /// `{amount: "50.00", currency: USD}`. When the provider's quote is higher, or in
+    /// another currency, nothing is ordered and the `Stalled` condition reports it. Raise
+    /// the amount to let the order go ahead. Can be changed at any time; it is checked
+    /// before every order is sent, never once an invoice exists. No limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_total: Option<MaxTotal>,
+
+    /// `Order` (default) quotes, orders and pays. `QuoteOnly` quotes and stops at phase
+    /// `Quoted` until this is changed to `Order`. The field can be changed at any time,
+    /// but `QuoteOnly` only stops an order that has not been sent: once an order exists
+    /// at the provider it is paid and followed as usual, whatever this field says.
+    #[serde(default)]
+    pub order_policy: OrderPolicy,
+}
+
+/// An amount of money with its currency, as `maxTotal` takes it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MaxTotal {
+    /// Decimal amount as a string, at most 4 decimals, for example `"50.00"`. Must be
+    /// greater than zero.
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{1,12}([.][0-9]{1,4})?$')").message("maxTotal.amount must be a decimal number such as \"50.00\", quoted as a string"))]
+    #[x_kube(validation = Rule::new("self.matches('[1-9]')").message("maxTotal.amount must be greater than zero"))]
+    #[schemars(length(min = 1, max = 17))]
+    pub amount: String,
+
+    /// ISO 4217 currency code in upper case, for example `USD`. It must be the currency
+    /// of the provider's quote.
+    #[x_kube(validation = Rule::new("self.matches('^[A-Z]{3}$')").message("maxTotal.currency must be a 3-letter upper-case currency code such as USD"))]
+    #[schemars(length(min = 3, max = 3))]
+    pub currency: String,
+}
+
+/// Whether the operator orders after quoting.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum OrderPolicy {
+    /// Quote, order and pay.
+    #[default]
+    Order,
+    /// Quote only; order once the policy is changed to `Order`.
+    QuoteOnly,
 }
 
 fn default_auto_renew() -> bool {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use ishosting_operator::controller::decide::AccountLimits;
 use ishosting_operator::controller::{self, Context, ControllerConfig, SecretLocation};
 use ishosting_operator::ishosting::{ApiClient, Budget, ClientConfig};
 use ishosting_operator::leader::{self, KubeLease, LeaseSettings};
@@ -143,6 +144,16 @@ struct RunArgs {
     /// follower's retries after a failed request.
     #[arg(long, env = "ISHOSTING_RETRY_PERIOD_SECONDS", default_value_t = 2)]
     retry_period_seconds: u64,
+    /// New orders per API key in any hour, counted from the provider's invoices; 0 means
+    /// no limit. Paying an invoice that already exists is never limited.
+    #[arg(long, env = "ISHOSTING_MAX_ORDERS_PER_HOUR", default_value_t = 10)]
+    max_orders_per_hour: u32,
+
+    /// Total of new orders per API key in any 24 hours, in the currency of the quotes
+    /// (USD at is*hosting), counted from the provider's invoices that are not cancelled;
+    /// 0 means no limit.
+    #[arg(long, env = "ISHOSTING_MAX_SPEND_PER_DAY", default_value = "1000")]
+    max_spend_per_day: rust_decimal::Decimal,
 }
 
 #[tokio::main]
@@ -181,6 +192,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     if args.leader_election {
         lease_settings.validate().map_err(anyhow::Error::msg)?;
+    }
+
+    if args.max_spend_per_day.is_sign_negative() {
+        anyhow::bail!(
+            "--max-spend-per-day ({}) must not be negative: give an amount, or 0 for no limit",
+            args.max_spend_per_day
+        );
     }
 
     let kube_config = match &args.kubeconfig {
@@ -277,9 +295,19 @@ fn build_context(
         fast_requeue: Duration::from_secs(args.poll_seconds.max(1)),
         settled_requeue: Duration::from_secs(args.resync_seconds.max(1)),
         needs_user_requeue: Duration::from_secs(args.recheck_seconds.max(1)),
+        account_limits: AccountLimits {
+            max_orders_per_hour: args.max_orders_per_hour,
+            max_spend_per_day: args.max_spend_per_day,
+        },
         ..ControllerConfig::default()
     };
-    tracing::info!(api = %args.api_url, default_secret = ?args.default_secret, "starting ishosting-operator");
+    tracing::info!(
+        api = %args.api_url,
+        default_secret = ?args.default_secret,
+        max_orders_per_hour = args.max_orders_per_hour,
+        max_spend_per_day = %args.max_spend_per_day,
+        "starting ishosting-operator"
+    );
     Ok(Context::new(kube, provider, config, metrics))
 }
 

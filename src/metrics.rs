@@ -25,6 +25,11 @@ struct CategoryLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabel {
+    limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -37,6 +42,7 @@ pub struct Metrics {
     orders: Family<ResultLabel, Counter>,
     payments: Family<ResultLabel, Counter>,
     leader: Gauge,
+    limit_blocks: Family<LimitLabel, Counter>,
     ready: AtomicBool,
 }
 
@@ -80,6 +86,12 @@ impl Metrics {
             "1 while this replica holds the lease and runs the controller, else 0",
             leader.clone(),
         );
+        let limit_blocks = Family::<LimitLabel, Counter>::default();
+        registry.register(
+            "spending_limit_blocks",
+            "Orders not sent because an account-wide limit was reached, by limit (orders_per_hour, spend_per_day)",
+            limit_blocks.clone(),
+        );
         Metrics {
             registry,
             reconcile_duration,
@@ -87,6 +99,7 @@ impl Metrics {
             orders,
             payments,
             leader,
+            limit_blocks,
             ready: AtomicBool::new(false),
         }
     }
@@ -122,6 +135,14 @@ impl Metrics {
     /// Records whether this replica leads (holds the lease and runs the controller).
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+    }
+
+    pub fn count_limit_block(&self, limit: &str) {
+        self.limit_blocks
+            .get_or_create(&LimitLabel {
+                limit: limit.to_string(),
+            })
+            .inc();
     }
 
     /// Marks the operator ready once the controller has started.
@@ -176,7 +197,11 @@ mod tests {
         let metrics = Metrics::new();
         metrics.count_order("placed");
         metrics.count_error("RateLimited");
+        metrics.count_limit_block("orders_per_hour");
         let text = metrics.encode();
+        assert!(text.contains(
+            "ishosting_operator_spending_limit_blocks_total{limit=\"orders_per_hour\"} 1"
+        ));
         assert!(text.contains("ishosting_operator_orders_total{result=\"placed\"} 1"));
         assert!(
             text.contains("ishosting_operator_reconcile_errors_total{category=\"RateLimited\"} 1")

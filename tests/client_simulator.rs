@@ -351,3 +351,39 @@ async fn challenge_page_is_rate_limited() {
     let error = account.plans(&PlanFilter::default()).await.unwrap_err();
     assert_eq!(error.category(), "RateLimited", "{error}");
 }
+
+#[tokio::test]
+async fn spending_guard_counts_orders_from_invoices() {
+    use ishosting_operator::controller::decide::AccountLimits;
+    use ishosting_operator::controller::limits::SpendingGuard;
+    use ishosting_operator::crd::Quote;
+
+    let sim = simulator(dec!(0)).await;
+    let account = client(&sim).account(ApiKey::new(KEY.into()));
+    let first = account.order(&walkthrough_order("a")).await.unwrap();
+    let second = account.order(&walkthrough_order("b")).await.unwrap();
+    account.cancel_invoice(&second.id).await.unwrap();
+    let first_total = first.total.clone().unwrap().amount;
+
+    let guard = SpendingGuard::new(AccountLimits {
+        max_orders_per_hour: 10,
+        max_spend_per_day: dec!(1000),
+    });
+    let usage = guard.usage(&account, "USD").await.unwrap();
+    // The cancelled order still counts as an order, but not as spend.
+    assert_eq!(usage.orders_last_hour, 2);
+    assert_eq!(usage.spent_last_day, first_total);
+
+    // Within the cache's lifetime no request is sent, and an order recorded by this
+    // process counts at once.
+    let sent = account.requests_sent();
+    let quote = Quote {
+        total: "12.50".into(),
+        currency: "USD".into(),
+    };
+    guard.record_order(&account, None, Some(&quote));
+    let usage = guard.usage(&account, "USD").await.unwrap();
+    assert_eq!(account.requests_sent(), sent);
+    assert_eq!(usage.orders_last_hour, 3);
+    assert_eq!(usage.spent_last_day, first_total + dec!(12.50));
+}

@@ -47,6 +47,8 @@ fn helm_chart_renders_deployment() {
     let rendered = assert_success(&output, "helm template");
     assert!(rendered.contains("kind: Deployment"));
     assert!(rendered.contains("kind: ClusterRole"));
+    assert!(rendered.contains("name: ISHOSTING_MAX_ORDERS_PER_HOUR\n              value: \"10\""));
+    assert!(rendered.contains("name: ISHOSTING_MAX_SPEND_PER_DAY\n              value: \"1000\""));
 }
 
 #[test]
@@ -58,4 +60,6 @@ fn kustomization_renders_crd_and_rbac() {
     assert!(rendered.contains("kind: CustomResourceDefinition"));
     assert!(rendered.contains("ishostingvpses/status"));
     assert!(rendered.contains("kind: Deployment"));
+    assert!(rendered.contains("ISHOSTING_MAX_ORDERS_PER_HOUR"));
+    assert!(rendered.contains("ISHOSTING_MAX_SPEND_PER_DAY"));
 }

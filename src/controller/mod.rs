@@ -4,6 +4,7 @@
 pub mod conditions;
 pub mod decide;
 pub mod error;
+pub mod limits;
 pub mod order;
 pub mod reconcile;
 
@@ -85,6 +86,8 @@ pub struct ControllerConfig {
     pub needs_user_requeue: Duration,
     /// Maximum backoff after transient errors.
     pub max_backoff: Duration,
+    /// Operator-wide order and spend limits per account.
+    pub account_limits: decide::AccountLimits,
 }
 
 impl Default for ControllerConfig {
@@ -97,6 +100,7 @@ impl Default for ControllerConfig {
             settled_requeue: Duration::from_secs(300),
             needs_user_requeue: Duration::from_secs(120),
             max_backoff: Duration::from_secs(300),
+            account_limits: decide::AccountLimits::default(),
         }
     }
 }
@@ -108,6 +112,7 @@ pub struct Context {
     pub config: ControllerConfig,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub spending: limits::SpendingGuard,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -124,6 +129,7 @@ impl Context {
         };
         Context {
             recorder: Recorder::new(kube.clone(), reporter),
+            spending: limits::SpendingGuard::new(config.account_limits.clone()),
             kube,
             provider,
             config,

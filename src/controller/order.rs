@@ -2,10 +2,11 @@
 
 use rust_decimal::Decimal;
 
+use super::decide::AccountUsage;
 use crate::crd::{IsHostingVpsSpec, Quote};
 use crate::ishosting::{
-    Addition, Invoice, Money, OrderItem, OrderLocation, OrderOptions, OrderRequest, SshOption,
-    VncOption,
+    Addition, Invoice, InvoiceStatus, Money, OrderItem, OrderLocation, OrderOptions, OrderRequest,
+    SshOption, VncOption,
 };
 
 /// Builds the order (also sent to the validation call) for a resource.
@@ -95,6 +96,76 @@ pub fn is_insufficient_funds(message: &str) -> bool {
         .any(|word| lower.contains(word))
 }
 
+/// Returns true when an invoice bills a new order rather than a renewal or another
+/// change of an existing service. A line without an action counts as an order, so that a
+/// response that leaves it out cannot hide orders from the account limits.
+pub fn is_new_order(invoice: &Invoice) -> bool {
+    invoice.services.is_empty()
+        || invoice.services.iter().any(|service| {
+            service
+                .action
+                .as_deref()
+                .is_none_or(|action| action.trim().eq_ignore_ascii_case("new"))
+        })
+}
+
+/// Seconds in the window of the hourly order limit.
+pub const HOUR_S: i64 = 3_600;
+/// Seconds in the window of the daily spend limit.
+pub const DAY_S: i64 = 86_400;
+
+/// Counts an account's orders and spend from its invoices of the last 24 hours.
+///
+/// Every new-order invoice created in the last hour is an order, cancelled or not. The
+/// spend adds the totals in `currency` of those created in the last 24 hours that are not
+/// cancelled or refunded. `now` and `invoiced_at` are Unix seconds. An invoice whose time
+/// cannot be read counts as just created.
+pub fn account_usage(invoices: &[Invoice], now: i64, currency: &str) -> AccountUsage {
+    let mut usage = AccountUsage::default();
+    for invoice in invoices.iter().filter(|invoice| is_new_order(invoice)) {
+        let age = invoice
+            .invoiced_at
+            .as_deref()
+            .and_then(|text| text.trim().parse::<i64>().ok())
+            .map(|at| now - at)
+            .unwrap_or(0);
+        if age < HOUR_S {
+            usage.orders_last_hour += 1;
+        }
+        let refunded = matches!(
+            invoice.status,
+            InvoiceStatus::Cancelled | InvoiceStatus::Refunded
+        );
+        if age < DAY_S && !refunded {
+            // NOTE: an account is billed in one currency; a total in another one is not
+            // converted and so not counted.
+            if let Some(total) = invoice.total.as_ref().filter(|total| {
+                let code = if total.currency.is_empty() {
+                    "USD"
+                } else {
+                    total.currency.as_str()
+                };
+                code.eq_ignore_ascii_case(currency)
+            }) {
+                usage.spent_last_day += total.amount;
+            }
+        }
+    }
+    usage
+}
+
+/// Renders the provider's `due_to` (Unix seconds) as RFC 3339; any other text is returned
+/// as it came.
+pub fn due_date_text(due_to: &str) -> String {
+    due_to
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, 0))
+        .map(|time| time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_else(|| due_to.to_string())
+}
+
 /// Formats an amount for messages, e.g. `27.50 USD`.
 pub fn format_money(amount: Decimal, currency: &str) -> String {
     format!("{:.2} {currency}", amount.round_dp(2))
@@ -128,6 +199,8 @@ mod tests {
             tags: None,
             auto_renew: true,
             credentials_secret_ref: None,
+            max_total: None,
+            order_policy: Default::default(),
         }
     }
 
@@ -173,11 +246,13 @@ mod tests {
             status: InvoiceStatus::Unpaid,
             total: None,
             due_to: None,
+            invoiced_at: None,
             comment: None,
             services: vec![InvoiceService {
                 id: "NL_1".into(),
                 comment: Some("other uid:zzz".into()),
                 identity: Some("isvps-other".into()),
+                action: Some("new".into()),
             }],
         };
         assert!(!invoice_matches(&invoice, "isvps-u1", "u1"));
@@ -188,6 +263,49 @@ mod tests {
         invoice.services[0].identity = None;
         invoice.services[0].comment = Some("ishosting-operator ns/web uid:u1".into());
         assert!(invoice_matches(&invoice, "isvps-u1", "u1"));
+    }
+
+    fn invoice_at(at: i64, total: &str, status: InvoiceStatus, action: Option<&str>) -> Invoice {
+        Invoice {
+            id: at.to_string(),
+            status,
+            total: Some(Money::parse(total).unwrap()),
+            due_to: None,
+            invoiced_at: Some(at.to_string()),
+            comment: None,
+            services: vec![InvoiceService {
+                id: "NL_1".into(),
+                comment: None,
+                identity: None,
+                action: action.map(str::to_string),
+            }],
+        }
+    }
+
+    #[test]
+    fn usage_counts_new_orders_by_window() {
+        let now = 1_800_000_000;
+        let invoices = vec![
+            invoice_at(now - 60, "10.00$", InvoiceStatus::Unpaid, Some("new")),
+            invoice_at(now - 3_000, "20.00$", InvoiceStatus::Paid, None),
+            // Cancelled: still an order in the hour, but no spend.
+            invoice_at(now - 120, "40.00$", InvoiceStatus::Cancelled, Some("new")),
+            // Older than an hour: spend only.
+            invoice_at(now - 7_200, "5.00$", InvoiceStatus::Paid, Some("new")),
+            // A renewal is not a new order.
+            invoice_at(now - 60, "99.00$", InvoiceStatus::Paid, Some("renew")),
+            // Another currency is not added to dollars.
+            invoice_at(now - 60, "7.00€", InvoiceStatus::Paid, Some("new")),
+        ];
+        let usage = account_usage(&invoices, now, "USD");
+        assert_eq!(usage.orders_last_hour, 4);
+        assert_eq!(usage.spent_last_day, dec!(35.00));
+    }
+
+    #[test]
+    fn due_date_reads_unix_seconds() {
+        assert_eq!(due_date_text("1700259200"), "2023-11-17T22:13:20Z");
+        assert_eq!(due_date_text("tomorrow"), "tomorrow");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use tokio::sync::OwnedMutexGuard;
 use tracing::{debug, info, warn};
 
 use super::conditions::{self, ORDERED, PAID, QUOTED, READY, STALLED, Status};
-use super::decide::{self, PassFacts, Step};
+use super::decide::{self, Gate, Hold, PassFacts, Step};
 use super::error::Error;
 use super::order;
 use super::{Context, FIELD_MANAGER};
@@ -98,6 +98,7 @@ async fn apply(obj: Arc<IsHostingVps>, ctx: Arc<Context>) -> Result<Action, Erro
     let action = match result {
         Ok(action) => {
             pass.settle_conditions(None);
+            pass.announce_hold().await;
             ctx.reset_backoff(&obj);
             action
         }
@@ -140,6 +141,18 @@ struct Pass {
     /// The step that was running when an error ended the pass.
     failed_step: Option<Step>,
     order_guard: Option<OwnedMutexGuard<()>>,
+    /// Guard that held the order back in this pass, if any.
+    hold: Option<Hold>,
+    /// Amount and due date of an invoice the balance could not pay, read in this pass.
+    unpaid: Option<UnpaidInvoice>,
+}
+
+/// An invoice that the balance does not cover, as its error message names it.
+struct UnpaidInvoice {
+    /// For example `27.50 USD`.
+    total: Option<String>,
+    /// RFC 3339.
+    due: Option<String>,
 }
 
 impl Pass {
@@ -172,6 +185,8 @@ impl Pass {
             secret_label: None,
             failed_step: None,
             order_guard: None,
+            hold: None,
+            unpaid: None,
         })
     }
 
@@ -189,14 +204,29 @@ impl Pass {
             );
             self.failed_step = Some(step.clone());
             let early = match step {
-                Step::Quote => self.quote(&account).await?,
+                Step::Quote => {
+                    facts.quoted = true;
+                    self.quote(&account).await?
+                }
                 Step::FindOrder => {
                     if !self.find_order(&account).await? {
                         facts.order_search_found_nothing = true;
                     }
                     None
                 }
-                Step::PlaceOrder => self.place_order(&account).await?,
+                Step::PlaceOrder => match decide::gate_order(
+                    self.obj.spec.order_policy,
+                    self.obj.spec.max_total.as_ref(),
+                    &self.status,
+                    facts.quoted,
+                ) {
+                    Gate::Requote => {
+                        facts.quoted = true;
+                        self.quote(&account).await?
+                    }
+                    Gate::Hold(hold) => Some(self.hold(hold)),
+                    Gate::Proceed => self.place_order(&account).await?,
+                },
                 Step::AwaitOrderSettle(wait) => Some(Action::requeue(wait)),
                 Step::Pay => self.pay(&account).await?,
                 Step::FindService => self.find_service(&account).await?,
@@ -248,17 +278,20 @@ impl Pass {
         let request = self.order_request();
         let quote = account.validate(&request).await?;
         let summary = order::quote_status(&quote.total);
-        info!(resource = %self.resource, total = %summary.total, currency = %summary.currency, "order quoted");
-        self.event(
-            EventType::Normal,
-            "Quoted",
-            "Quote",
-            format!(
-                "plan {} costs {} {}",
-                self.obj.spec.plan, summary.total, summary.currency
-            ),
-        )
-        .await;
+        // A held order is priced again on every pass; only a new price is announced.
+        if self.status.quote.as_ref() != Some(&summary) {
+            info!(resource = %self.resource, total = %summary.total, currency = %summary.currency, "order quoted");
+            self.event(
+                EventType::Normal,
+                "Quoted",
+                "Quote",
+                format!(
+                    "plan {} costs {} {}",
+                    self.obj.spec.plan, summary.total, summary.currency
+                ),
+            )
+            .await;
+        }
         self.status.quote = Some(summary);
         self.write_status().await?;
         Ok(None)
@@ -337,8 +370,40 @@ impl Pass {
         Ok(false)
     }
 
+    /// Records why the order is held and returns when to look again. An account limit
+    /// frees itself as time passes, so it is checked every `--recheck-seconds`. The
+    /// resource's own guards wait for a spec change, which starts a pass at once, so they
+    /// are only priced again on the slow resync.
+    fn hold(&mut self, hold: Hold) -> Action {
+        let wait = match hold.account_limit() {
+            Some(limit) => {
+                self.ctx.metrics.count_limit_block(limit);
+                self.ctx.config.needs_user_requeue
+            }
+            None => self.ctx.config.settled_requeue,
+        };
+        debug!(resource = %self.resource, reason = hold.reason(), "order held");
+        self.hold = Some(hold);
+        Action::requeue(wait)
+    }
+
     async fn place_order(&mut self, account: &Account) -> Result<Option<Action>, Error> {
         self.lock_orders(account).await;
+        // Counted under the order lock, so orders of this process cannot slip in between.
+        let limits = self.ctx.spending.limits();
+        if limits.any() {
+            let currency = self
+                .status
+                .quote
+                .as_ref()
+                .map_or("USD", |quote| quote.currency.as_str());
+            let usage = self.ctx.spending.usage(account, currency).await?;
+            if let Some(hold) =
+                decide::check_account_limits(&usage, limits, self.status.quote.as_ref())
+            {
+                return Ok(Some(self.hold(hold)));
+            }
+        }
         let identity = decide::order_identity(&self.uid);
         self.status.order_identity = Some(identity.clone());
         self.status.order_sent_at =
@@ -354,6 +419,15 @@ impl Pass {
             Err(e) if e.class() == ErrorClass::OutcomeUnknown => "unknown",
             Err(_) => "rejected",
         });
+        match &result {
+            Ok(invoice) => self.ctx.spending.record_order(account, Some(invoice), None),
+            Err(e) if e.class() == ErrorClass::OutcomeUnknown => {
+                self.ctx
+                    .spending
+                    .record_order(account, None, self.status.quote.as_ref())
+            }
+            Err(_) => {}
+        }
         let invoice = result?;
 
         let service = invoice.services.first().map(|s| s.id.clone());
@@ -416,7 +490,15 @@ impl Pass {
             Err(e) if e.class() == ErrorClass::OutcomeUnknown => "unknown",
             Err(_) => "rejected",
         });
-        let transaction = result?;
+        let transaction = match result {
+            Ok(transaction) => transaction,
+            Err(error) => {
+                if is_insufficient_funds(&error) {
+                    self.unpaid = Some(unpaid_invoice(account, &invoice_id).await);
+                }
+                return Err(error.into());
+            }
+        };
         match transaction.status {
             TransactionStatus::Success => {
                 self.paid(&invoice_id).await?;
@@ -695,13 +777,16 @@ impl Pass {
                     now,
                 );
                 if cancelled {
-                    let message = "the unpaid invoice was cancelled; nothing more will be ordered for this resource";
+                    let message = format!(
+                        "invoice {} was cancelled unpaid (it expired or was cancelled at the provider); nothing more is ordered for this resource. Delete it and create it again to order anew",
+                        status.invoice_id.as_deref().unwrap_or("(unknown)")
+                    );
                     conditions::set(
                         list,
                         STALLED,
                         Status::True,
                         "InvoiceCancelled",
-                        message,
+                        &message,
                         generation,
                         now,
                     );
@@ -723,6 +808,7 @@ impl Pass {
                     secret: self.secret_label.as_deref(),
                     invoice: status.invoice_id.as_deref(),
                     recheck: self.ctx.config.needs_user_requeue,
+                    unpaid: self.unpaid.as_ref(),
                 };
                 let reason = self::error_reason(error, self.failed_step.as_ref());
                 let message = error_message(error, &context);
@@ -772,6 +858,69 @@ impl Pass {
                     conditions::set(list, type_, value, reason, &message, generation, now);
                 }
             }
+        }
+
+        if let (Some(hold), None) = (&self.hold, error) {
+            let reason = hold.reason();
+            let message = hold.message(self.ctx.config.needs_user_requeue);
+            conditions::set(
+                list,
+                ORDERED,
+                Status::False,
+                reason,
+                &message,
+                generation,
+                now,
+            );
+            conditions::set(
+                list,
+                READY,
+                Status::False,
+                reason,
+                &message,
+                generation,
+                now,
+            );
+            let (stalled, stalled_message) = if hold.stalls() {
+                (Status::True, message.as_str())
+            } else {
+                (Status::False, "")
+            };
+            conditions::set(
+                list,
+                STALLED,
+                stalled,
+                reason,
+                stalled_message,
+                generation,
+                now,
+            );
+        }
+    }
+
+    /// Publishes an event when a hold first appears or changes: a Warning when a person
+    /// must act, a Normal one for `QuoteOnly`.
+    async fn announce_hold(&self) {
+        let Some(hold) = &self.hold else {
+            return;
+        };
+        let now = conditions::find(&self.status.conditions, ORDERED);
+        let before = conditions::find(&self.written.conditions, ORDERED);
+        let changed = match (now, before) {
+            (Some(now), Some(before)) => {
+                now.reason != before.reason || now.message != before.message
+            }
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if let (true, Some(condition)) = (changed, now) {
+            let type_ = if hold.stalls() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            self.event(type_, hold.reason(), "Order", condition.message.clone())
+                .await;
         }
     }
 
@@ -982,15 +1131,46 @@ fn invoice_status_label(status: &InvoiceStatus) -> String {
     }
 }
 
+/// Returns true when the provider refused a payment because the balance is too low.
+fn is_insufficient_funds(error: &ApiError) -> bool {
+    match error {
+        ApiError::Validation { message, fields } => {
+            let text = format!(
+                "{message} {}",
+                fields.values().cloned().collect::<Vec<_>>().join(" ")
+            );
+            order::is_insufficient_funds(&text)
+        }
+        _ => false,
+    }
+}
+
+/// Reads the amount and due date of an invoice for the insufficient-funds message. A
+/// failed read leaves them out: the message then names the invoice alone.
+async fn unpaid_invoice(account: &Account, invoice_id: &str) -> UnpaidInvoice {
+    match account.invoice(invoice_id).await {
+        Ok(invoice) => UnpaidInvoice {
+            total: invoice
+                .total
+                .as_ref()
+                .map(|money| order::format_money(money.amount, &money.currency)),
+            due: invoice.due_to.as_deref().map(order::due_date_text),
+        },
+        Err(error) => {
+            debug!(invoice = %invoice_id, %error, "could not read the unpaid invoice's amount");
+            UnpaidInvoice {
+                total: None,
+                due: None,
+            }
+        }
+    }
+}
+
 /// Returns the condition reason for an error, naming insufficient funds apart from other
 /// rejected payments.
 fn error_reason(error: &Error, step: Option<&Step>) -> &'static str {
-    if let (Error::Api(ApiError::Validation { message, fields }), Some(Step::Pay)) = (error, step) {
-        let text = format!(
-            "{message} {}",
-            fields.values().cloned().collect::<Vec<_>>().join(" ")
-        );
-        if order::is_insufficient_funds(&text) {
+    if let (Error::Api(api_error @ ApiError::Validation { .. }), Some(Step::Pay)) = (error, step) {
+        if is_insufficient_funds(api_error) {
             return "InsufficientFunds";
         }
         return "PaymentRejected";
@@ -1004,6 +1184,7 @@ struct ErrorContext<'a> {
     secret: Option<&'a str>,
     invoice: Option<&'a str>,
     recheck: Duration,
+    unpaid: Option<&'a UnpaidInvoice>,
 }
 
 /// Returns the condition message for an error, with the next thing a person can do.
@@ -1017,8 +1198,16 @@ fn error_message(error: &Error, context: &ErrorContext) -> String {
         ),
         (Error::Api(ApiError::Validation { .. }), Some(Step::Pay)) => {
             if error_reason(error, context.step) == "InsufficientFunds" {
+                let amount = context
+                    .unpaid
+                    .and_then(|unpaid| unpaid.total.as_deref())
+                    .unwrap_or("amount unknown");
+                let due = context
+                    .unpaid
+                    .and_then(|unpaid| unpaid.due.as_deref())
+                    .unwrap_or("unknown");
                 format!(
-                    "the account balance does not cover invoice {invoice} ({error}). Top up the balance in the is*hosting client area; the payment is retried every {recheck} s"
+                    "the account balance does not cover invoice {invoice} of {amount}, due {due} ({error}). Top up the balance in the is*hosting client area before then; the payment is retried every {recheck} s. An invoice left unpaid past its due date is cancelled by the provider and nothing is ordered again: delete and recreate this resource to order anew"
                 )
             } else {
                 format!(

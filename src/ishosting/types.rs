@@ -701,6 +701,9 @@ pub struct Invoice {
     pub total: Option<Money>,
     /// Payment deadline as the provider sent it (a Unix time in the documented examples).
     pub due_to: Option<String>,
+    /// Creation time as the provider sent it (a Unix time in the documented examples);
+    /// the invoice list's `period` filter selects by it.
+    pub invoiced_at: Option<String>,
     /// The invoice's `comment`, or its `description` when it has no comment.
     pub comment: Option<String>,
     pub services: Vec<InvoiceService>,
@@ -716,6 +719,9 @@ pub struct InvoiceService {
     pub comment: Option<String>,
     /// The order item's identity, when the response echoes it.
     pub identity: Option<String>,
+    /// Action the line bills: `new` for an order, `renew`, `restore` ..., or `None` when
+    /// the response carries no action.
+    pub action: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for InvoiceService {
@@ -735,6 +741,8 @@ impl<'de> Deserialize<'de> for InvoiceService {
             comment: Option<String>,
             #[serde(default, deserialize_with = "id::optional")]
             identity: Option<String>,
+            #[serde(default, deserialize_with = "id::optional")]
+            action: Option<String>,
         }
         let wire = Wire::deserialize(deserializer)?;
         Ok(InvoiceService {
@@ -745,6 +753,7 @@ impl<'de> Deserialize<'de> for InvoiceService {
                 .unwrap_or_default(),
             comment: wire.comment,
             identity: wire.identity,
+            action: wire.action,
         })
     }
 }
@@ -762,6 +771,8 @@ impl<'de> Deserialize<'de> for Invoice {
             #[serde(default, deserialize_with = "id::optional")]
             due_to: Option<String>,
             #[serde(default, deserialize_with = "id::optional")]
+            invoiced_at: Option<String>,
+            #[serde(default, deserialize_with = "id::optional")]
             comment: Option<String>,
             #[serde(default, deserialize_with = "id::optional")]
             description: Option<String>,
@@ -774,6 +785,7 @@ impl<'de> Deserialize<'de> for Invoice {
             status: status_of(wire.status, InvoiceStatus::parse),
             total: wire.total,
             due_to: wire.due_to,
+            invoiced_at: wire.invoiced_at,
             comment: wire.comment.or(wire.description),
             services: wire.services.unwrap_or_default(),
         })
@@ -1513,11 +1525,13 @@ mod tests {
                 status: InvoiceStatus::Unpaid,
                 total: Some(usd(dec!(27.00))),
                 due_to: Some("1700259200".into()),
+                invoiced_at: Some("1700000000".into()),
                 comment: Some("VPS order".into()),
                 services: vec![InvoiceService {
                     id: "NL_12356212_3".into(),
                     comment: Some("ishosting-operator ns/web".into()),
                     identity: None,
+                    action: Some("new".into()),
                 }],
             }
         );

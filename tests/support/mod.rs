@@ -27,6 +27,8 @@ pub struct TestEnv {
     pub api_key: String,
     operator: Option<OperatorProcess>,
     operator_kubeconfig: PathBuf,
+    /// Address of the operator's `/metrics` once it runs.
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl TestEnv {
@@ -83,6 +85,7 @@ impl TestEnv {
             api_key,
             operator: None,
             operator_kubeconfig,
+            metrics_addr: None,
         })
     }
 
@@ -92,7 +95,26 @@ impl TestEnv {
 
     /// Starts the operator binary, watching only this test's namespace.
     pub fn start_operator(&mut self) {
-        self.operator = Some(self.spawn_operator("operator", &[]));
+        self.start_operator_with(&[]);
+    }
+
+    /// Starts the operator binary with extra flags, such as `--max-orders-per-hour 1`.
+    /// Its `/metrics` listens on a free loopback port, read by [`Self::metrics_text`].
+    pub fn start_operator_with(&mut self, extra: &[&str]) {
+        // The port is free when probed; another process could take it before the
+        // operator binds it, which would fail this test's metrics read only.
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe a free port");
+        let metrics_addr = probe.local_addr().expect("read the probed port");
+        drop(probe);
+        self.metrics_addr = Some(metrics_addr);
+        self.operator = Some(OperatorProcess::spawn(
+            &self.operator_kubeconfig,
+            &self.namespace,
+            &self.simulator.base_url(),
+            "operator",
+            &metrics_addr.to_string(),
+            extra,
+        ));
     }
 
     /// Starts another operator process for this test's namespace, with `POD_NAME` set to
@@ -104,6 +126,7 @@ impl TestEnv {
             &self.namespace,
             &self.simulator.base_url(),
             name,
+            "127.0.0.1:0",
             extra,
         )
     }
@@ -117,6 +140,26 @@ impl TestEnv {
             .expect("read the Lease")
             .and_then(|lease| lease.spec)
             .and_then(|spec| spec.holder_identity)
+    }
+
+    /// Returns the operator's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let addr = self.metrics_addr.expect("the operator was started");
+        let url = format!("http://{addr}/metrics");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match reqwest::get(&url).await {
+                Ok(response) => return response.text().await.expect("read /metrics"),
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "GET {url} failed: {error}\noperator log: {}",
+                        self.operator_log_tail()
+                    );
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
     }
 
     /// Creates the Secret `name` holding `key` under `apiKey`, or updates its key in place
@@ -314,6 +357,7 @@ impl OperatorProcess {
         namespace: &str,
         api_url: &str,
         name: &str,
+        metrics_listen: &str,
         extra: &[&str],
     ) -> OperatorProcess {
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
@@ -325,7 +369,7 @@ impl OperatorProcess {
             .arg(kubeconfig)
             .args(["--namespace", namespace, "--api-url", api_url])
             .args(["--lease-namespace", namespace])
-            .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", metrics_listen])
             .args([
                 "--request-timeout-seconds",
                 "3",
