@@ -100,6 +100,11 @@ struct RunArgs {
     #[arg(long, env = "ISHOSTING_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
 
+    /// Longest wait, in seconds, before retrying a resource whose passes keep failing with
+    /// temporary errors; the wait doubles from --poll-seconds up to it.
+    #[arg(long, env = "ISHOSTING_MAX_BACKOFF_SECONDS", default_value_t = 300)]
+    max_backoff_seconds: u64,
+
     /// Seconds between retries while a person must act (missing Secret, rejected key,
     /// insufficient balance).
     #[arg(long, env = "ISHOSTING_RECHECK_SECONDS", default_value_t = 120)]
@@ -169,6 +174,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         fast_requeue: Duration::from_secs(args.poll_seconds.max(1)),
         settled_requeue: Duration::from_secs(args.resync_seconds.max(1)),
         needs_user_requeue: Duration::from_secs(args.recheck_seconds.max(1)),
+        max_backoff: Duration::from_secs(args.max_backoff_seconds.max(1)),
         ..ControllerConfig::default()
     };
     tracing::info!(api = %args.api_url, default_secret = ?args.default_secret, "starting ishosting-operator");

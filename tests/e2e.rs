@@ -467,11 +467,21 @@ async fn lost_order_answer_is_found_not_reordered() {
 
     // The provider commits the order but the operator sees the connection drop; after the
     // settle window it finds the order by its identity instead of ordering again.
-    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
+    let vps = env
+        .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
+        .await;
     let identity = format!("isvps-{}", vps.uid().unwrap());
     let stats = env.admin.stats().await.unwrap();
-    assert_eq!(stats.orders_by_identity.get(&identity), Some(&1), "{stats:?}");
-    assert_eq!(stats.payments_by_identity.get(&identity), Some(&1), "{stats:?}");
+    assert_eq!(
+        stats.orders_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.payments_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
     assert_eq!(stats.invoices.len(), 1, "{stats:?}");
 }
 
@@ -487,11 +497,21 @@ async fn lost_payment_answer_is_not_paid_twice() {
     env.start_operator();
     env.create_vps("web-1", walkthrough_spec(SECRET)).await;
 
-    let vps = env.wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT).await;
+    let vps = env
+        .wait_phase("web-1", Phase::Running, RUNNING_TIMEOUT)
+        .await;
     let identity = format!("isvps-{}", vps.uid().unwrap());
     let stats = env.admin.stats().await.unwrap();
-    assert_eq!(stats.orders_by_identity.get(&identity), Some(&1), "{stats:?}");
-    assert_eq!(stats.payments_by_identity.get(&identity), Some(&1), "{stats:?}");
+    assert_eq!(
+        stats.orders_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
+    assert_eq!(
+        stats.payments_by_identity.get(&identity),
+        Some(&1),
+        "{stats:?}"
+    );
     // The payment's outcome is read from the invoice, so no pay call is even rejected.
     assert_eq!(stats.failed_payments, 0, "{stats:?}");
 }

@@ -225,6 +225,7 @@ impl ApiClient {
             client: self.clone(),
             key,
             state,
+            retries: None,
         }
     }
 }
@@ -269,6 +270,8 @@ pub struct Account {
     key: ApiKey,
     fingerprint: String,
     state: Arc<KeyState>,
+    /// Replaces [`ClientConfig::get_retries`] for this handle when set.
+    retries: Option<u32>,
 }
 
 impl fmt::Debug for Account {
@@ -280,6 +283,16 @@ impl fmt::Debug for Account {
 }
 
 impl Account {
+    /// Returns a handle for the same key that sends each request once, without the
+    /// retries of [`ClientConfig::get_retries`]. A caller that backs off on its own uses it
+    /// so that repeated failures cost one request each, not `get_retries + 1`.
+    pub fn without_retries(&self) -> Account {
+        Account {
+            retries: Some(0),
+            ..self.clone()
+        }
+    }
+
     /// Returns the key's fingerprint (first 12 hex digits of its SHA-256).
     pub fn fingerprint(&self) -> String {
         self.fingerprint.clone()
@@ -567,7 +580,9 @@ impl Account {
         let inner = &self.client.inner;
         let max_attempts = match repeat {
             Repeat::Never(_) => 1,
-            Repeat::Safe | Repeat::ConnectFailures => inner.get_retries.saturating_add(1),
+            Repeat::Safe | Repeat::ConnectFailures => {
+                self.retries.unwrap_or(inner.get_retries).saturating_add(1)
+            }
         };
         let mut attempt: u32 = 0;
         loop {
