@@ -175,7 +175,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         settled_requeue: Duration::from_secs(args.resync_seconds.max(1)),
         needs_user_requeue: Duration::from_secs(args.recheck_seconds.max(1)),
         max_backoff: Duration::from_secs(args.max_backoff_seconds.max(1)),
-        ..ControllerConfig::default()
     };
     tracing::info!(api = %args.api_url, default_secret = ?args.default_secret, "starting ishosting-operator");
 

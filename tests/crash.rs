@@ -1,5 +1,5 @@
 //! Crash matrix: the operator binary is killed with SIGKILL at each boundary of the money
-//! flow and started again; every run must end with the server running, one order and one
+//! flow and started again. Every run must end with the server running, one order and one
 //! successful payment at the provider, and no unpaid invoice left.
 //!
 //! The kill points are reached deterministically. Points inside the operator use its
@@ -28,8 +28,8 @@ const NAME: &str = "crash";
 const RUNS: usize = 3;
 const REACH_TIMEOUT: Duration = Duration::from_secs(60);
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long the simulator holds an answer it committed: far longer than a run, so the
-/// operator is killed while it still waits.
+/// How long the simulator keeps back an answer it committed, in milliseconds. It is far
+/// longer than a run, so the operator is killed while it still waits.
 const HOLD_MS: u64 = 60_000;
 
 /// How the operator is brought to a kill point.
@@ -37,7 +37,7 @@ const HOLD_MS: u64 = 60_000;
 enum Reach {
     /// The operator's pause hook at this point.
     Pause(&'static str),
-    /// The simulator commits this operation (`order` or `pay`) and holds its answer.
+    /// The simulator commits this operation (`order` or `pay`) and keeps back its answer.
     HoldAnswer(&'static str),
 }
 
@@ -50,8 +50,8 @@ struct KillPoint {
     reach: Reach,
 }
 
-/// One crash run: start, reach the point, SIGKILL, restart, wait for Running, and check
-/// the money at the provider. Returns `None` when no control plane is configured.
+/// Runs one crash run: start, reach the point, SIGKILL, restart, wait for Running, and
+/// check the money at the provider. Returns `None` when no control plane is configured.
 async fn crash_run(point: KillPoint, run: usize) -> Option<Tally> {
     let mut env = TestEnv::start(&format!("crash-{}-{run}", point.id), dec!(500)).await?;
     env.create_secret(SECRET, &env.api_key.clone()).await;
@@ -89,7 +89,7 @@ async fn crash_run(point: KillPoint, run: usize) -> Option<Tally> {
     }
     env.kill_operator();
 
-    // The process died exactly where intended: what the provider and the status held.
+    // The provider's records and the status show that the process died at the intended point.
     let before = Tally::of(&env.admin.stats().await.unwrap());
     let status = env
         .vps_api()

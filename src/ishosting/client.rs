@@ -630,7 +630,8 @@ impl Account {
         body: Option<Vec<u8>>,
         repeat: Repeat,
     ) -> Result<RawResponse, Failure> {
-        self.state.limiter.acquire().await;
+        // Held until the response body has been read: see the module docs of ratelimit.
+        let _permit = self.state.limiter.acquire().await;
         self.state.requests_sent.fetch_add(1, Ordering::Relaxed);
 
         let mut request = self

@@ -36,12 +36,13 @@ impl TestEnv {
     /// Starts a test world, or returns `None` (and prints why) when no control plane is
     /// configured outside CI. Under `CI=true` a missing control plane fails the test.
     pub async fn start(test: &str, balance: Decimal) -> Option<TestEnv> {
-        TestEnv::start_with(test, balance, Duration::from_millis(500)).await
+        TestEnv::start_with(test, balance, 1.0).await
     }
 
-    /// Like [`TestEnv::start`], with `provision` as the simulator's time per provisioning
-    /// stage.
-    pub async fn start_with(test: &str, balance: Decimal, provision: Duration) -> Option<TestEnv> {
+    /// Like [`TestEnv::start`], with the simulator's clock running `speed` times real
+    /// time, which also shortens its rate-limit windows to 10 / `speed` and 60 / `speed`
+    /// real seconds.
+    pub async fn start_with(test: &str, balance: Decimal, speed: f64) -> Option<TestEnv> {
         let admin_kubeconfig = match std::env::var("ISHOSTING_E2E_KUBECONFIG") {
             Ok(path) if !path.is_empty() => PathBuf::from(path),
             _ => {
@@ -75,8 +76,8 @@ impl TestEnv {
 
         let api_key = format!("key-{namespace}");
         let config = SimulatorConfig {
-            speed: 1.0,
-            provision,
+            speed,
+            provision: Duration::from_millis(500),
             accounts: vec![(api_key.clone(), balance)],
         };
         let simulator = Simulator::start(config, "127.0.0.1:0".parse().unwrap())
@@ -313,6 +314,14 @@ impl TestEnv {
         }
     }
 
+    /// Returns the whole log of the running operator.
+    pub fn operator_log(&self) -> String {
+        self.operator
+            .as_ref()
+            .map(|operator| std::fs::read_to_string(&operator.log).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
     pub fn operator_log_tail(&self) -> String {
         self.operator
             .as_ref()
@@ -437,11 +446,11 @@ pub struct Tally {
     pub unpaid_invoices: usize,
     /// Provider API requests received.
     pub requests: u64,
-    /// Most requests with one key in any 10 s.
+    /// Maximum requests with one key in any 10 s.
     pub max_per_10s: u32,
-    /// Most requests with one key in any 60 s.
+    /// Maximum requests with one key in any 60 s.
     pub max_per_60s: u32,
-    /// Requests refused by the provider's own rate limits (block or challenge).
+    /// Requests rejected by the provider's own rate limits (block or challenge).
     pub rate_limit_refusals: u32,
 }
 
@@ -480,7 +489,7 @@ pub const BUDGET_PER_10S: u32 = 100;
 pub const BUDGET_PER_MINUTE: u32 = 250;
 
 /// Asserts that a run stayed within the operator's request budgets and that the provider
-/// refused nothing for rate limits.
+/// rejected nothing for rate limits.
 pub fn assert_within_budget(what: &str, tally: &Tally, per_10s: u32, per_minute: u32) {
     assert!(
         tally.max_per_10s <= per_10s,
