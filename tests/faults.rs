@@ -112,7 +112,7 @@ fn drop_answer(operation: &str, hold_ms: u64) -> Faults {
 #[tokio::test]
 async fn order_answer_dropped() {
     run_scenario(Scenario {
-        id: "order-answer-dropped",
+        id: "1-order-dropped",
         description: "order committed, connection closed without an answer",
         faults: drop_answer("order", 0),
         clear_after_errors: None,
@@ -124,7 +124,7 @@ async fn order_answer_dropped() {
 #[tokio::test]
 async fn order_answer_past_timeout() {
     run_scenario(Scenario {
-        id: "order-answer-late",
+        id: "2-order-late",
         description: "order committed, answer held 5 s (client timeout 3 s)",
         faults: drop_answer("order", 5_000),
         clear_after_errors: None,
@@ -136,7 +136,7 @@ async fn order_answer_past_timeout() {
 #[tokio::test]
 async fn payment_answer_dropped() {
     run_scenario(Scenario {
-        id: "pay-answer-dropped",
+        id: "3-pay-dropped",
         description: "payment committed, connection closed without an answer",
         faults: drop_answer("pay", 0),
         clear_after_errors: None,
@@ -148,7 +148,7 @@ async fn payment_answer_dropped() {
 #[tokio::test]
 async fn payment_answer_past_timeout() {
     run_scenario(Scenario {
-        id: "pay-answer-late",
+        id: "4-pay-late",
         description: "payment committed, answer held 5 s (client timeout 3 s)",
         faults: drop_answer("pay", 5_000),
         clear_after_errors: None,
@@ -160,7 +160,7 @@ async fn payment_answer_past_timeout() {
 #[tokio::test]
 async fn server_error_burst() {
     run_scenario(Scenario {
-        id: "5xx-burst",
+        id: "5-5xx-burst",
         description: "every call answered 5xx until 12 such answers, then healthy",
         faults: Faults {
             error_rate: 1.0,
@@ -175,7 +175,7 @@ async fn server_error_burst() {
 #[tokio::test]
 async fn server_errors_throughout() {
     run_scenario(Scenario {
-        id: "5xx-30pct",
+        id: "6-5xx-30pct",
         description: "30% of calls answered 5xx, money calls included",
         faults: Faults {
             error_rate: 0.3,
@@ -190,7 +190,7 @@ async fn server_errors_throughout() {
 #[tokio::test]
 async fn latency_spike() {
     run_scenario(Scenario {
-        id: "latency",
+        id: "7-latency",
         description: "every call delayed 2 s (client timeout 3 s)",
         faults: Faults {
             latency_ms: 2_000,
@@ -205,7 +205,7 @@ async fn latency_spike() {
 #[tokio::test]
 async fn connection_resets() {
     run_scenario(Scenario {
-        id: "resets",
+        id: "8-resets",
         description: "30% of connections closed before the call is handled",
         faults: Faults {
             reset_rate: 0.3,
@@ -220,7 +220,7 @@ async fn connection_resets() {
 #[tokio::test]
 async fn rate_limit_answers() {
     run_scenario(Scenario {
-        id: "429",
+        id: "9-429",
         description: "30% of calls answered 429 with Retry-After 1 s",
         faults: Faults {
             rate_limit_rate: 0.3,
@@ -235,7 +235,7 @@ async fn rate_limit_answers() {
 #[tokio::test]
 async fn challenge_pages() {
     run_scenario(Scenario {
-        id: "challenge",
+        id: "10-challenge",
         description: "30% of calls answered with the HTML challenge page",
         faults: Faults {
             challenge_rate: 0.3,
