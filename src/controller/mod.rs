@@ -145,6 +145,8 @@ impl Context {
             *entry
         };
         match class {
+            // NOTE: this does not grow, so many resources stalled on one key keep costing
+            // one or two requests each per recheck (100 of them: 20-40% of the default budget).
             ErrorClass::NeedsUser => self.config.needs_user_requeue,
             ErrorClass::OutcomeUnknown => self.config.order_settle,
             ErrorClass::Transient => {
