@@ -1313,6 +1313,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_retries_sends_once() {
+        let hits = counter();
+        let count = hits.clone();
+        let router = Router::new().route(
+            "/services/list",
+            get(move || async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                AxumStatus::SERVICE_UNAVAILABLE
+            }),
+        );
+        let account = account(serve(router).await);
+        let error = account.without_retries().services().await.unwrap_err();
+        assert_eq!(error.category(), "ProviderError", "{error:?}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // The handle it came from still retries: 1 + 3 more attempts.
+        account.services().await.unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), 5);
+    }
+
+    #[tokio::test]
     async fn long_retry_after_is_returned() {
         let hits = counter();
         let account = account(serve(retry_after_router("3600", hits.clone())).await);
