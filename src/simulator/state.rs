@@ -477,8 +477,8 @@ impl State {
         }
     }
 
-    /// Records an arrival with a key for the window maxima in [`Stats`], whatever
-    /// happens to the request afterwards.
+    /// Records an arrival with a key for the window maxima in [`Stats`]. The gate calls it
+    /// before any fault or rate limit applies, so every request counts.
     pub(crate) fn count_arrival(&mut self, key_fingerprint: &str) {
         let now = self.clock.now_ms();
         let windows = self.limits.entry(key_fingerprint.to_owned()).or_default();
