@@ -102,6 +102,11 @@ struct RunArgs {
     #[arg(long, env = "ISHOSTING_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
 
+    /// Longest wait, in seconds, before retrying a resource whose passes keep failing with
+    /// temporary errors; the wait doubles from --poll-seconds up to it.
+    #[arg(long, env = "ISHOSTING_MAX_BACKOFF_SECONDS", default_value_t = 300)]
+    max_backoff_seconds: u64,
+
     /// Seconds between retries while a person must act (missing Secret, rejected key,
     /// insufficient balance).
     #[arg(long, env = "ISHOSTING_RECHECK_SECONDS", default_value_t = 120)]
@@ -299,7 +304,7 @@ fn build_context(
             max_orders_per_hour: args.max_orders_per_hour,
             max_spend_per_day: args.max_spend_per_day,
         },
-        ..ControllerConfig::default()
+        max_backoff: Duration::from_secs(args.max_backoff_seconds.max(1)),
     };
     tracing::info!(
         api = %args.api_url,

@@ -213,7 +213,7 @@ async fn hourly_order_limit_blocks_next_order() {
         .await
         .unwrap();
     env.create_secret("other-credentials", &other_key).await;
-    env.start_operator_with(&["--max-orders-per-hour", "1"]);
+    env.start_operator_with(&[], &["--max-orders-per-hour", "1"]);
 
     env.create_vps("web-1", walkthrough_spec(SECRET)).await;
     env.wait_condition("web-1", "Paid", "InsufficientFunds", CONDITION_TIMEOUT)
@@ -292,7 +292,7 @@ async fn daily_spend_limit_blocks_order() {
         return;
     };
     env.create_secret(SECRET, &env.api_key.clone()).await;
-    env.start_operator_with(&["--max-spend-per-day", "5"]);
+    env.start_operator_with(&[], &["--max-spend-per-day", "5"]);
     env.create_vps("web-1", walkthrough_spec(SECRET)).await;
     let vps = env
         .wait_condition("web-1", "Stalled", "AccountSpendLimit", CONDITION_TIMEOUT)

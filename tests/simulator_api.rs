@@ -882,6 +882,34 @@ async fn rate_limit_blocks_key_for_hour() {
 }
 
 #[tokio::test]
+async fn rate_windows_record_maxima() {
+    let sim = start(dec!(0)).await;
+    for _ in 0..5 {
+        sim.get("/services/list").await;
+    }
+    // Past the 10 s window, within the minute.
+    sim.admin.advance_clock(11.0).await.unwrap();
+    for _ in 0..3 {
+        sim.get("/services/list").await;
+    }
+    let fingerprint = ishosting_operator::ishosting::ApiKey::new(KEY.into()).fingerprint();
+    let stats = sim.admin.stats().await.unwrap();
+    assert_eq!(stats.max_requests_per_10s.get(&fingerprint), Some(&5));
+    assert_eq!(stats.max_requests_per_60s.get(&fingerprint), Some(&8));
+    assert_eq!(stats.rate_limit_refusals, 0);
+
+    // 147 more fill the 10 s window to 150 requests, so the next is rejected and counted.
+    for _ in 0..147 {
+        sim.get("/services/list").await;
+    }
+    let (status, _) = sim.get("/services/list").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let stats = sim.admin.stats().await.unwrap();
+    assert_eq!(stats.max_requests_per_10s.get(&fingerprint), Some(&151));
+    assert_eq!(stats.rate_limit_refusals, 1);
+}
+
+#[tokio::test]
 async fn rate_limit_minute_html_challenge() {
     let sim = start(dec!(0)).await;
     for round in 0..2 {

@@ -151,17 +151,31 @@ impl Context {
             *entry
         };
         match class {
+            // NOTE: this does not grow, so many resources stalled on one key keep costing
+            // one or two requests each per recheck (100 of them: 20-40% of the default budget).
             ErrorClass::NeedsUser => self.config.needs_user_requeue,
             ErrorClass::OutcomeUnknown => self.config.order_settle,
             ErrorClass::Transient => {
-                let exponent = attempts.saturating_sub(1).min(16);
-                let base = self.config.fast_requeue.saturating_mul(1 << exponent);
-                let capped = base.min(self.config.max_backoff);
                 // Up to 20% jitter spreads retries of many failing resources apart.
                 let jitter = rand::rng().random_range(0.0..0.2);
-                capped.mul_f64(1.0 + jitter).min(self.config.max_backoff)
+                transient_backoff(
+                    attempts,
+                    self.config.fast_requeue,
+                    self.config.max_backoff,
+                    jitter,
+                )
             }
         }
+    }
+
+    /// Reports whether the last two or more passes of a resource failed.
+    pub fn repeated_failures(&self, obj: &IsHostingVps) -> bool {
+        let key = obj.uid().unwrap_or_else(|| obj.name_any());
+        self.failures
+            .lock()
+            .expect("backoff map lock poisoned")
+            .get(&key)
+            .is_some_and(|count| *count >= 2)
     }
 
     /// Forgets a resource's failures after a successful pass.
@@ -172,6 +186,15 @@ impl Context {
             .expect("backoff map lock poisoned")
             .remove(&key);
     }
+}
+
+/// Returns the wait after the `attempts`-th failed pass in a row (from 1) with a transient
+/// error: `fast` doubled per earlier failure, stretched by `jitter` (a share, 0..1) and
+/// capped at `max`.
+pub fn transient_backoff(attempts: u32, fast: Duration, max: Duration, jitter: f64) -> Duration {
+    let exponent = attempts.saturating_sub(1).min(16);
+    let base = fast.saturating_mul(1 << exponent);
+    base.min(max).mul_f64(1.0 + jitter).min(max)
 }
 
 /// Runs the controller until a shutdown signal arrives.
@@ -258,6 +281,23 @@ fn resources_using_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transient_backoff_grows_to_minutes() {
+        let fast = Duration::from_secs(5);
+        let max = Duration::from_secs(300);
+        let waits: Vec<u64> = (1..=8)
+            .map(|attempt| transient_backoff(attempt, fast, max, 0.0).as_secs())
+            .collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300]);
+        // Jitter never pushes a wait past the cap.
+        assert_eq!(transient_backoff(7, fast, max, 0.19), max);
+        assert_eq!(
+            transient_backoff(2, fast, max, 0.1),
+            Duration::from_secs(11)
+        );
+        assert_eq!(transient_backoff(u32::MAX, fast, max, 0.0), max);
+    }
 
     #[test]
     fn secret_location_parses_key() {

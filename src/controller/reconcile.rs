@@ -10,7 +10,7 @@
 //! 3. An invoice's live status is read before it is paid, and payment is never retried
 //!    blindly; the provider itself rejects paying a paid invoice.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -37,6 +37,25 @@ use crate::ishosting::{
 
 /// Maximum steps of one pass before it requeues. A full order takes about seven.
 const MAX_STEPS: usize = 12;
+
+/// Environment variable of the test-only crash points: see [`test_pause`].
+pub const TEST_PAUSE_VAR: &str = "ISHOSTING_TEST_PAUSE_AT";
+
+/// Test-only crash point, used by the end-to-end crash tests and nothing else. When the
+/// environment variable [`TEST_PAUSE_VAR`] names `point`, the pass writes `paused at
+/// <point>` to stderr and then waits forever, so that a test can kill the process exactly
+/// there. Unset (as in production), it does nothing. The points are `order-recorded`
+/// (identity stored, order not sent), `order-answered` (order answer received, invoice not
+/// recorded), `pay-answered` (payment answer received, not recorded) and `provisioning`
+/// (a server not yet running is about to be polled).
+async fn test_pause(point: &str) {
+    static PAUSE_AT: OnceLock<Option<String>> = OnceLock::new();
+    let configured = PAUSE_AT.get_or_init(|| std::env::var(TEST_PAUSE_VAR).ok());
+    if configured.as_deref() == Some(point) {
+        eprintln!("paused at {point}");
+        std::future::pending::<()>().await;
+    }
+}
 
 /// Error returned to kube-runtime's error policy.
 pub type ReconcileError = kube::runtime::finalizer::Error<Error>;
@@ -271,7 +290,13 @@ impl Pass {
         };
         self.secret_label = Some(format!("{namespace}/{name}"));
         let key = read_api_key(&self.ctx, &namespace, &name, &key).await?;
-        Ok(self.ctx.provider.account(key))
+        let account = self.ctx.provider.account(key);
+        // A resource that keeps failing is already backing off between passes; retrying
+        // each read inside the pass as well would multiply what it costs the key's budget.
+        if self.ctx.repeated_failures(&self.obj) {
+            return Ok(account.without_retries());
+        }
+        Ok(account)
     }
 
     async fn quote(&mut self, account: &Account) -> Result<Option<Action>, Error> {
@@ -410,6 +435,7 @@ impl Pass {
             Some(Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
         // The identity must be stored before the order leaves: a failed write stops here.
         self.write_status().await?;
+        test_pause("order-recorded").await;
 
         let request = self.order_request();
         info!(resource = %self.resource, identity = %identity, plan = %self.obj.spec.plan, "placing order");
@@ -429,6 +455,7 @@ impl Pass {
             Err(_) => {}
         }
         let invoice = result?;
+        test_pause("order-answered").await;
 
         let service = invoice.services.first().map(|s| s.id.clone());
         self.record_invoice(&invoice.id, &invoice.status, service);
@@ -499,6 +526,7 @@ impl Pass {
                 return Err(error.into());
             }
         };
+        test_pause("pay-answered").await;
         match transaction.status {
             TransactionStatus::Success => {
                 self.paid(&invoice_id).await?;
@@ -575,6 +603,9 @@ impl Pass {
     }
 
     async fn poll(&mut self, account: &Account) -> Result<(), Error> {
+        if self.phase() != Phase::Running {
+            test_pause("provisioning").await;
+        }
         let service_id = self.status.service_id.clone().unwrap_or_default();
         let server = account.vps(&service_id).await?;
         let before = self.phase();

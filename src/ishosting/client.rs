@@ -252,6 +252,7 @@ impl ApiClient {
             client: self.clone(),
             key,
             state,
+            retries: None,
         }
     }
 }
@@ -296,6 +297,8 @@ pub struct Account {
     key: ApiKey,
     fingerprint: String,
     state: Arc<KeyState>,
+    /// Replaces [`ClientConfig::get_retries`] for this handle when set.
+    retries: Option<u32>,
 }
 
 impl fmt::Debug for Account {
@@ -307,6 +310,16 @@ impl fmt::Debug for Account {
 }
 
 impl Account {
+    /// Returns a handle for the same key that sends each request once, without the
+    /// retries of [`ClientConfig::get_retries`]. A caller that backs off on its own uses it
+    /// so that repeated failures cost one request each, not `get_retries + 1`.
+    pub fn without_retries(&self) -> Account {
+        Account {
+            retries: Some(0),
+            ..self.clone()
+        }
+    }
+
     /// Returns the key's fingerprint (first 12 hex digits of its SHA-256).
     pub fn fingerprint(&self) -> String {
         self.fingerprint.clone()
@@ -633,7 +646,9 @@ impl Account {
         let inner = &self.client.inner;
         let max_attempts = match repeat {
             Repeat::Never(_) => 1,
-            Repeat::Safe | Repeat::ConnectFailures => inner.get_retries.saturating_add(1),
+            Repeat::Safe | Repeat::ConnectFailures => {
+                self.retries.unwrap_or(inner.get_retries).saturating_add(1)
+            }
         };
         let mut attempt: u32 = 0;
         loop {
@@ -681,7 +696,8 @@ impl Account {
         body: Option<Vec<u8>>,
         repeat: Repeat,
     ) -> Result<RawResponse, Failure> {
-        self.state.limiter.acquire().await;
+        // Held until the response body has been read: see the module docs of ratelimit.
+        let _permit = self.state.limiter.acquire().await;
         self.state.requests_sent.fetch_add(1, Ordering::Relaxed);
 
         let mut request = self
@@ -1360,6 +1376,26 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_secs(1));
         assert_eq!(services[0].id, "1");
         assert_eq!(hits.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn without_retries_sends_once() {
+        let hits = counter();
+        let count = hits.clone();
+        let router = Router::new().route(
+            "/services/list",
+            get(move || async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                AxumStatus::SERVICE_UNAVAILABLE
+            }),
+        );
+        let account = account(serve(router).await);
+        let error = account.without_retries().services().await.unwrap_err();
+        assert_eq!(error.category(), "ProviderError", "{error:?}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // The handle it came from still retries: 1 + 3 more attempts.
+        account.services().await.unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), 5);
     }
 
     #[tokio::test]

@@ -5,6 +5,12 @@
 //! sliding-window log of its own send times per key and makes callers wait until a request
 //! fits both windows.
 //!
+//! A request counts from the moment it is let through until its response has been read,
+//! and then for one window from that moment on. The provider counts a request when it
+//! arrives, which can be later than the moment it was let through (a busy connection
+//! pool, a slow network). Counting from the end of the response keeps every arrival
+//! inside the same windows as the requests let through with it.
+//!
 //! A log is used instead of a token bucket (such as `governor`'s GCRA). A bucket that allows
 //! a burst of N and refills N per window lets up to 2N requests through in one window. So it
 //! cannot promise "at most N in any window" without halving the steady rate.
@@ -53,11 +59,13 @@ impl Budget {
     }
 }
 
-/// The send times of the requests still inside the longer window, oldest first.
+/// The requests still inside the longer window, oldest first: each with the time it
+/// was let through or, once its response was read, the time of that.
 #[derive(Debug)]
 pub(crate) struct WindowLog {
     budget: Budget,
-    sent: VecDeque<Instant>,
+    sent: VecDeque<(Instant, u64)>,
+    next_id: u64,
 }
 
 impl WindowLog {
@@ -66,6 +74,7 @@ impl WindowLog {
         WindowLog {
             budget,
             sent: VecDeque::with_capacity(capacity.min(4096)),
+            next_id: 0,
         }
     }
 
@@ -74,9 +83,16 @@ impl WindowLog {
     ///
     /// A request sent at `t` counts against a window of length `w` while `now - t < w`, so
     /// from `t + w` on it no longer counts.
+    #[cfg(test)]
     pub fn try_acquire(&mut self, now: Instant) -> Result<(), Instant> {
+        self.try_acquire_entry(now).map(|_| ())
+    }
+
+    /// Like [`WindowLog::try_acquire`], and returns the id of the recorded request for
+    /// [`WindowLog::finish`].
+    pub fn try_acquire_entry(&mut self, now: Instant) -> Result<u64, Instant> {
         let horizon = self.budget.short_window.max(self.budget.long_window);
-        while let Some(&oldest) = self.sent.front() {
+        while let Some(&(oldest, _)) = self.sent.front() {
             if now.saturating_duration_since(oldest) >= horizon {
                 self.sent.pop_front();
             } else {
@@ -93,11 +109,11 @@ impl WindowLog {
                 .sent
                 .iter()
                 .rev()
-                .take_while(|&&at| now.saturating_duration_since(at) < window)
+                .take_while(|&&(at, _)| now.saturating_duration_since(at) < window)
                 .count();
             if in_window >= limit {
                 // The window frees a slot when the limit-th most recent request leaves it.
-                let blocking = self.sent[self.sent.len() - limit];
+                let (blocking, _) = self.sent[self.sent.len() - limit];
                 let free_at = blocking + window;
                 ready_at = Some(ready_at.map_or(free_at, |at| at.max(free_at)));
             }
@@ -105,10 +121,37 @@ impl WindowLog {
         match ready_at {
             Some(at) => Err(at),
             None => {
-                self.sent.push_back(now);
-                Ok(())
+                let id = self.next_id;
+                self.next_id += 1;
+                self.sent.push_back((now, id));
+                Ok(id)
             }
         }
+    }
+
+    /// Moves request `id` to `now`, when its response has been read. Every recorded time
+    /// is at or before `now`, so the log stays in order.
+    // NOTE: a request in flight for longer than a window stops counting until it finishes.
+    // With the default 30 s request timeout this can happen in the 10 s window only.
+    pub fn finish(&mut self, id: u64, now: Instant) {
+        if let Some(index) = self.sent.iter().position(|&(_, entry)| entry == id) {
+            self.sent.remove(index);
+            self.sent.push_back((now, id));
+        }
+    }
+}
+
+/// A request let through by [`RateLimiter::acquire`]; dropping it, once the response has
+/// been read, restarts the request's count from that moment.
+pub(crate) struct Permit<'a> {
+    limiter: &'a RateLimiter,
+    id: u64,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut log = self.limiter.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.finish(self.id, Instant::now());
     }
 }
 
@@ -117,31 +160,43 @@ impl WindowLog {
 pub(crate) struct RateLimiter {
     // Callers wait while holding this lock, so they get permits in arrival order and no
     // waiter is starved by newer ones (tokio::sync::Mutex grants the lock in FIFO order).
-    log: tokio::sync::Mutex<WindowLog>,
+    queue: tokio::sync::Mutex<()>,
+    // Locked only briefly and never across an await, so a finished request can update it
+    // from `Drop` while a caller waits in the queue.
+    log: std::sync::Mutex<WindowLog>,
     waited_nanos: AtomicU64,
 }
 
 impl RateLimiter {
     pub fn new(budget: Budget) -> Self {
         RateLimiter {
-            log: tokio::sync::Mutex::new(WindowLog::new(budget)),
+            queue: tokio::sync::Mutex::new(()),
+            log: std::sync::Mutex::new(WindowLog::new(budget)),
             waited_nanos: AtomicU64::new(0),
         }
     }
 
-    /// Waits until one more request fits the budget and records it; returns the time spent
-    /// waiting for the budget.
-    pub async fn acquire(&self) -> Duration {
+    /// Waits until one more request fits the budget and records it. Keep the permit until
+    /// the response has been read.
+    pub async fn acquire(&self) -> Permit<'_> {
         let started = Instant::now();
-        let mut log = self.log.lock().await;
-        while let Err(ready_at) = log.try_acquire(Instant::now()) {
-            tokio::time::sleep_until(ready_at).await;
-        }
-        drop(log);
+        let turn = self.queue.lock().await;
+        let id = loop {
+            let attempt = self
+                .log
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .try_acquire_entry(Instant::now());
+            match attempt {
+                Ok(id) => break id,
+                Err(ready_at) => tokio::time::sleep_until(ready_at).await,
+            }
+        };
+        drop(turn);
         let waited = started.elapsed();
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.waited_nanos.fetch_add(nanos, Ordering::Relaxed);
-        waited
+        Permit { limiter: self, id }
     }
 
     /// Returns the total time callers have waited for this budget.
@@ -236,6 +291,29 @@ mod tests {
         }
         assert!(max_in_window(&granted, Duration::from_millis(1000)) <= 5);
         assert!(max_in_window(&granted, Duration::from_millis(6000)) <= 12);
+    }
+
+    #[test]
+    fn finished_request_counts_from_its_end() {
+        let budget = Budget {
+            short_requests: 2,
+            short_window: Duration::from_millis(1000),
+            long_requests: 100,
+            long_window: Duration::from_secs(60),
+        };
+        let start = Instant::now();
+        let mut log = WindowLog::new(budget);
+        let first = log.try_acquire_entry(start).unwrap();
+        let second = log.try_acquire_entry(start).unwrap();
+        // Both responses are read 500 ms later, so both count until 1500 ms.
+        log.finish(first, start + Duration::from_millis(500));
+        log.finish(second, start + Duration::from_millis(500));
+        let refused = log.try_acquire_entry(start + Duration::from_millis(1000));
+        assert_eq!(refused, Err(start + Duration::from_millis(1500)));
+        assert!(
+            log.try_acquire_entry(start + Duration::from_millis(1500))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -123,6 +123,16 @@ pub struct Stats {
     pub balances: BTreeMap<String, String>,
     /// Provider API requests received, including rejected and dropped ones.
     pub requests_total: u64,
+    /// Per key fingerprint, the maximum number of requests that arrived with that key within any
+    /// 10 simulated seconds (the window of the provider's block), every request counted.
+    pub max_requests_per_10s: BTreeMap<String, u32>,
+    /// Per key fingerprint, the maximum number of requests that arrived with that key within any
+    /// 60 simulated seconds (the window of the provider's challenge).
+    pub max_requests_per_60s: BTreeMap<String, u32>,
+    /// Requests rejected by the provider's own rate limits: a key blocked for exceeding 150
+    /// requests in 10 s, or challenged for exceeding 300 in 60 s. Injected 429s and
+    /// challenge pages are not counted.
+    pub rate_limit_refusals: u32,
 }
 
 /// One provider API request in the admin request log. It never contains the key.

@@ -263,6 +263,9 @@ async fn gate(State(sim): State<Simulator>, mut request: Request, next: Next) ->
     let (seq, at_ms, faults) = {
         let mut state = sim.state();
         let seq = state.begin_request();
+        if let Some(fp) = &key_fingerprint {
+            state.count_arrival(fp);
+        }
         (seq, state.clock.now_ms(), state.faults.clone())
     };
     if faults.latency_ms > 0 {

@@ -317,6 +317,7 @@ pub(crate) enum ActionError {
 }
 
 /// Verdict of the per-key budgets on one request.
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Gate {
     Pass,
     /// Blocked for this much more simulated time, in milliseconds.
@@ -331,6 +332,21 @@ struct RateWindows {
     /// Arrivals in the last 10 seconds that got past the challenge.
     burst: VecDeque<i64>,
     blocked_until: Option<i64>,
+    /// Every arrival in the last 10 and 60 seconds, for the window maxima in [`Stats`].
+    seen_10s: VecDeque<i64>,
+    seen_60s: VecDeque<i64>,
+    max_10s: u32,
+    max_60s: u32,
+}
+
+/// Appends `now` to a window of arrivals, drops those older than `window_ms` and returns
+/// how many are left.
+fn slide(arrivals: &mut VecDeque<i64>, now: i64, window_ms: i64) -> u32 {
+    arrivals.push_back(now);
+    while arrivals.front().is_some_and(|t| *t <= now - window_ms) {
+        arrivals.pop_front();
+    }
+    u32::try_from(arrivals.len()).unwrap_or(u32::MAX)
 }
 
 /// Public addresses come from the documentation ranges, which are never routed.
@@ -375,6 +391,8 @@ pub(crate) struct State {
     payments_by_identity: BTreeMap<String, u32>,
     /// See [`Stats::failed_payments`].
     pub(crate) failed_payments: u32,
+    /// See [`Stats::rate_limit_refusals`].
+    rate_limit_refusals: u32,
 }
 
 fn password(length: usize) -> String {
@@ -409,6 +427,7 @@ impl State {
             orders_by_identity: BTreeMap::new(),
             payments_by_identity: BTreeMap::new(),
             failed_payments: 0,
+            rate_limit_refusals: 0,
         };
         for (key, balance) in &config.accounts {
             if !state.add_account(key, *balance) {
@@ -458,8 +477,27 @@ impl State {
         }
     }
 
+    /// Records an arrival with a key for the window maxima in [`Stats`]. The gate calls it
+    /// before any fault or rate limit applies, so every request counts.
+    pub(crate) fn count_arrival(&mut self, key_fingerprint: &str) {
+        let now = self.clock.now_ms();
+        let windows = self.limits.entry(key_fingerprint.to_owned()).or_default();
+        let in_10s = slide(&mut windows.seen_10s, now, BURST_WINDOW_MS);
+        let in_60s = slide(&mut windows.seen_60s, now, CHALLENGE_WINDOW_MS);
+        windows.max_10s = windows.max_10s.max(in_10s);
+        windows.max_60s = windows.max_60s.max(in_60s);
+    }
+
     /// Counts a request against its key's budgets and returns whether it may pass.
     pub(crate) fn rate_check(&mut self, key_fingerprint: &str) -> Gate {
+        let verdict = self.rate_verdict(key_fingerprint);
+        if verdict != Gate::Pass {
+            self.rate_limit_refusals = self.rate_limit_refusals.saturating_add(1);
+        }
+        verdict
+    }
+
+    fn rate_verdict(&mut self, key_fingerprint: &str) -> Gate {
         let now = self.clock.now_ms();
         let windows = self.limits.entry(key_fingerprint.to_owned()).or_default();
 
@@ -981,6 +1019,19 @@ impl State {
                 .map(|a| (a.fingerprint.clone(), a.balance.normalize().to_string()))
                 .collect(),
             requests_total: self.requests_total,
+            max_requests_per_10s: self
+                .limits
+                .iter()
+                .filter(|(_, w)| w.max_10s > 0)
+                .map(|(fp, w)| (fp.clone(), w.max_10s))
+                .collect(),
+            max_requests_per_60s: self
+                .limits
+                .iter()
+                .filter(|(_, w)| w.max_60s > 0)
+                .map(|(fp, w)| (fp.clone(), w.max_60s))
+                .collect(),
+            rate_limit_refusals: self.rate_limit_refusals,
         }
     }
 }

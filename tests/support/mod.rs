@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use ishosting_operator::crd::{IsHostingVps, Phase};
 use ishosting_operator::ishosting::{Account, ApiClient, ApiKey, ClientConfig};
-use ishosting_operator::simulator::{AdminClient, Simulator, SimulatorConfig, SimulatorHandle};
+use ishosting_operator::simulator::{
+    AdminClient, Simulator, SimulatorConfig, SimulatorHandle, Stats,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
@@ -29,12 +31,21 @@ pub struct TestEnv {
     operator_kubeconfig: PathBuf,
     /// Address of the operator's `/metrics` once it runs.
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Operator processes started so far, to name their log files apart.
+    operator_starts: u32,
 }
 
 impl TestEnv {
     /// Starts a test world, or returns `None` (and prints why) when no control plane is
     /// configured outside CI. Under `CI=true` a missing control plane fails the test.
     pub async fn start(test: &str, balance: Decimal) -> Option<TestEnv> {
+        TestEnv::start_with(test, balance, 1.0).await
+    }
+
+    /// Like [`TestEnv::start`], with the simulator's clock running `speed` times real
+    /// time, which also shortens its rate-limit windows to 10 / `speed` and 60 / `speed`
+    /// real seconds.
+    pub async fn start_with(test: &str, balance: Decimal, speed: f64) -> Option<TestEnv> {
         let admin_kubeconfig = match std::env::var("ISHOSTING_E2E_KUBECONFIG") {
             Ok(path) if !path.is_empty() => PathBuf::from(path),
             _ => {
@@ -68,7 +79,7 @@ impl TestEnv {
 
         let api_key = format!("key-{namespace}");
         let config = SimulatorConfig {
-            speed: 1.0,
+            speed,
             provision: Duration::from_millis(500),
             accounts: vec![(api_key.clone(), balance)],
         };
@@ -86,6 +97,7 @@ impl TestEnv {
             operator: None,
             operator_kubeconfig,
             metrics_addr: None,
+            operator_starts: 0,
         })
     }
 
@@ -95,12 +107,14 @@ impl TestEnv {
 
     /// Starts the operator binary, watching only this test's namespace.
     pub fn start_operator(&mut self) {
-        self.start_operator_with(&[]);
+        self.start_operator_with(&[], &[]);
     }
 
-    /// Starts the operator binary with extra flags, such as `--max-orders-per-hour 1`.
-    /// Its `/metrics` listens on a free loopback port, read by [`Self::metrics_text`].
-    pub fn start_operator_with(&mut self, extra: &[&str]) {
+    /// Starts the operator binary with extra environment variables and flags (a later
+    /// flag overrides the harness's own). Its `/metrics` listens on a free loopback port,
+    /// read by [`Self::metrics_text`].
+    pub fn start_operator_with(&mut self, env: &[(&str, &str)], args: &[&str]) {
+        self.operator_starts += 1;
         // The port is free when probed; another process could take it before the
         // operator binds it, which would fail this test's metrics read only.
         let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("probe a free port");
@@ -111,9 +125,10 @@ impl TestEnv {
             &self.operator_kubeconfig,
             &self.namespace,
             &self.simulator.base_url(),
-            "operator",
+            &format!("operator-{}", self.operator_starts),
             &metrics_addr.to_string(),
-            extra,
+            env,
+            args,
         ));
     }
 
@@ -127,6 +142,7 @@ impl TestEnv {
             &self.simulator.base_url(),
             name,
             "127.0.0.1:0",
+            &[],
             extra,
         )
     }
@@ -159,6 +175,60 @@ impl TestEnv {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
+        }
+    }
+
+    /// Kills the operator with SIGKILL (`Child::kill` on Unix), as a crash would, and
+    /// reaps it.
+    pub fn kill_operator(&mut self) {
+        if let Some(mut operator) = self.operator.take() {
+            operator.child.kill().expect("kill the operator");
+            operator.child.wait().expect("reap the operator");
+        }
+    }
+
+    /// Waits until the running operator's log has a line containing `marker`.
+    pub async fn wait_operator_log(&self, marker: &str, timeout: Duration) {
+        let log = self
+            .operator
+            .as_ref()
+            .expect("the operator is running")
+            .log
+            .clone();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.lines().any(|line| line.contains(marker)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator did not log {marker:?} within {timeout:?}\noperator log: {}",
+                self.operator_log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the simulator's stats satisfy `check`, polling every 50 ms.
+    pub async fn wait_stats(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&Stats) -> bool,
+    ) -> Stats {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stats = self.admin.stats().await.expect("read the simulator stats");
+            if check(&stats) {
+                return stats;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the simulator did not show {what} within {timeout:?}; stats: {stats:?}\noperator log: {}",
+                self.operator_log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -302,6 +372,14 @@ impl TestEnv {
         }
     }
 
+    /// Returns the whole log of the running operator.
+    pub fn operator_log(&self) -> String {
+        self.operator
+            .as_ref()
+            .map(|operator| std::fs::read_to_string(&operator.log).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
     pub fn operator_log_tail(&self) -> String {
         self.operator
             .as_ref()
@@ -358,30 +436,41 @@ impl OperatorProcess {
         api_url: &str,
         name: &str,
         metrics_listen: &str,
-        extra: &[&str],
+        env: &[(&str, &str)],
+        args: &[&str],
     ) -> OperatorProcess {
         let log_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let log = log_dir.join(format!("{namespace}-{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_ishosting-operator"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ishosting-operator"));
+        command
             .args(["run", "--kubeconfig"])
             .arg(kubeconfig)
             .args(["--namespace", namespace, "--api-url", api_url])
             .args(["--lease-namespace", namespace])
-            .args(["--metrics-listen", metrics_listen])
-            .args([
-                "--request-timeout-seconds",
-                "3",
-                "--order-settle-seconds",
-                "5",
-            ])
-            .args(["--poll-seconds", "1", "--recheck-seconds", "2"])
-            .args(["--resync-seconds", "2"])
-            .args(extra)
+            .args(["--metrics-listen", metrics_listen]);
+        // Short timings keep the tests fast; a flag in `args` replaces the default here,
+        // since the command line takes each flag once.
+        let defaults = [
+            ("--request-timeout-seconds", "3"),
+            ("--order-settle-seconds", "5"),
+            ("--poll-seconds", "1"),
+            ("--recheck-seconds", "2"),
+            ("--resync-seconds", "2"),
+        ];
+        for (flag, value) in defaults {
+            if !args.contains(&flag) {
+                command.args([flag, value]);
+            }
+        }
+        let child = command
+            .args(args)
             .env("RUST_LOG", "info,ishosting_operator=debug")
             .env("POD_NAME", name)
             .env_remove("POD_NAMESPACE")
+            .env_remove("ISHOSTING_TEST_PAUSE_AT")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -457,4 +546,101 @@ impl Drop for OperatorProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What the simulator saw of one test's account: money moved, requests and the busiest
+/// rate-limit windows.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Tally {
+    /// Orders placed, over all identities.
+    pub orders: u32,
+    /// Successful payments, over all identities.
+    pub payments: u32,
+    /// Pay calls the provider rejected.
+    pub failed_payments: u32,
+    /// Invoices still unpaid.
+    pub unpaid_invoices: usize,
+    /// Provider API requests received.
+    pub requests: u64,
+    /// Maximum requests with one key in any 10 s.
+    pub max_per_10s: u32,
+    /// Maximum requests with one key in any 60 s.
+    pub max_per_60s: u32,
+    /// Requests rejected by the provider's own rate limits (block or challenge).
+    pub rate_limit_refusals: u32,
+}
+
+impl Tally {
+    pub fn of(stats: &Stats) -> Tally {
+        Tally {
+            orders: stats.orders_by_identity.values().sum(),
+            payments: stats.payments_by_identity.values().sum(),
+            failed_payments: stats.failed_payments,
+            unpaid_invoices: stats
+                .invoices
+                .iter()
+                .filter(|invoice| invoice.status == "STATUS_UNPAID")
+                .count(),
+            requests: stats.requests_total,
+            max_per_10s: stats
+                .max_requests_per_10s
+                .values()
+                .copied()
+                .max()
+                .unwrap_or(0),
+            max_per_60s: stats
+                .max_requests_per_60s
+                .values()
+                .copied()
+                .max()
+                .unwrap_or(0),
+            rate_limit_refusals: stats.rate_limit_refusals,
+        }
+    }
+}
+
+/// The operator's default request budgets per key (`--budget-per-10s`,
+/// `--budget-per-minute`), which the harness leaves in place.
+pub const BUDGET_PER_10S: u32 = 100;
+pub const BUDGET_PER_MINUTE: u32 = 250;
+
+/// Asserts that a run stayed within the operator's request budgets and that the provider
+/// rejected nothing for rate limits.
+pub fn assert_within_budget(what: &str, tally: &Tally, per_10s: u32, per_minute: u32) {
+    assert!(
+        tally.max_per_10s <= per_10s,
+        "{what}: {} requests in 10 s, budget {per_10s}; {tally:?}",
+        tally.max_per_10s
+    );
+    assert!(
+        tally.max_per_60s <= per_minute,
+        "{what}: {} requests in 60 s, budget {per_minute}; {tally:?}",
+        tally.max_per_60s
+    );
+    assert_eq!(
+        tally.rate_limit_refusals, 0,
+        "{what}: provider refusals; {tally:?}"
+    );
+}
+
+/// Appends one JSON row to the file named by `ISHOSTING_RELIABILITY_REPORT`, if set;
+/// `hack/reliability-report.sh` renders the rows into `docs/reliability.md`.
+pub fn report_row(row: serde_json::Value) {
+    use std::io::Write as _;
+    let Ok(path) = std::env::var("ISHOSTING_RELIABILITY_REPORT") else {
+        return;
+    };
+    if path.is_empty() {
+        return;
+    }
+    let mut line = row.to_string();
+    line.push('\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open the report file {path}: {e}"));
+    // One write per row, so rows of tests running at once do not interleave.
+    file.write_all(line.as_bytes())
+        .unwrap_or_else(|e| panic!("cannot write the report file {path}: {e}"));
 }
