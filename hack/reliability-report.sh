@@ -109,11 +109,12 @@ jq -r -s --arg date "$started" --arg commit "$commit" '
     "",
     "## Not covered",
     "",
-    "The 10% figure is for temporary errors, which back off to `--max-backoff-seconds`. A",
-    "resource stalled until a person acts (rejected key, insufficient balance, missing",
-    "Secret) is retried every `--recheck-seconds` (120 s) instead, with one or two requests.",
-    "By that arithmetic, 100 such resources on one key would use 50 to 100 requests a minute,",
-    "20% to 40% of the budget. That case is not measured here."
+    "The 10% figure is measured for temporary errors, which back off to",
+    "`--max-backoff-seconds`. A resource stalled until a person acts (rejected key,",
+    "insufficient balance, missing Secret) waits `--recheck-seconds` (120 s) first, then",
+    "twice as long each time up to 8 times that (16 min), with one or two requests a pass.",
+    "By that arithmetic, 100 such resources on one key settle at about 12 requests a",
+    "minute, 5% of the budget; that case is not measured here."
 ' "$rows" >"$rendered"
 
 mkdir -p "$(dirname "$output")"

@@ -107,8 +107,9 @@ struct RunArgs {
     #[arg(long, env = "ISHOSTING_MAX_BACKOFF_SECONDS", default_value_t = 300)]
     max_backoff_seconds: u64,
 
-    /// Seconds between retries while a person must act (missing Secret, rejected key,
-    /// insufficient balance).
+    /// Seconds before the first retry while a person must act (missing Secret, rejected
+    /// key, insufficient balance); later retries wait twice as long each time, up to 8
+    /// times this. A change of the Secret starts a retry at once.
     #[arg(long, env = "ISHOSTING_RECHECK_SECONDS", default_value_t = 120)]
     recheck_seconds: u64,
 

@@ -82,7 +82,8 @@ pub struct ControllerConfig {
     pub fast_requeue: Duration,
     /// Requeue once the server is settled (running, stopped, cancelled).
     pub settled_requeue: Duration,
-    /// Retry interval while a person must act (missing Secret, rejected key, no funds).
+    /// First retry interval while a person must act (missing Secret, rejected key, no
+    /// funds); later retries double up to 8 times it.
     pub needs_user_requeue: Duration,
     /// Maximum backoff after transient errors.
     pub max_backoff: Duration,
@@ -151,9 +152,14 @@ impl Context {
             *entry
         };
         match class {
-            // NOTE: this does not grow, so many resources stalled on one key keep costing
-            // one or two requests each per recheck (100 of them: 20-40% of the default budget).
-            ErrorClass::NeedsUser => self.config.needs_user_requeue,
+            // Waits double from the recheck interval up to 8 times it (16 min by default),
+            // so 100 resources stalled on one key cost about 12 requests a minute at the
+            // cap, 5% of the default budget. A Secret change still starts a pass at once.
+            ErrorClass::NeedsUser => {
+                let jitter = rand::rng().random_range(0.0..0.2);
+                let recheck = self.config.needs_user_requeue;
+                transient_backoff(attempts, recheck, recheck.saturating_mul(8), jitter)
+            }
             ErrorClass::OutcomeUnknown => self.config.order_settle,
             ErrorClass::Transient => {
                 // Up to 20% jitter spreads retries of many failing resources apart.
@@ -297,6 +303,15 @@ mod tests {
             Duration::from_secs(11)
         );
         assert_eq!(transient_backoff(u32::MAX, fast, max, 0.0), max);
+    }
+
+    #[test]
+    fn needs_user_backoff_caps_at_eight_rechecks() {
+        let recheck = Duration::from_secs(120);
+        let waits: Vec<u64> = (1..=6)
+            .map(|attempt| transient_backoff(attempt, recheck, recheck * 8, 0.0).as_secs())
+            .collect();
+        assert_eq!(waits, [120, 240, 480, 960, 960, 960]);
     }
 
     #[test]
