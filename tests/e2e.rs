@@ -568,3 +568,77 @@ async fn lost_payment_answer_is_not_paid_twice() {
     // The payment's outcome is read from the invoice, so no pay call is even rejected.
     assert_eq!(stats.failed_payments, 0, "{stats:?}");
 }
+
+#[tokio::test]
+async fn rejected_key_blocks_changes_until_it_works() {
+    let Some(mut env) = TestEnv::start("key-breaker", dec!(500)).await else {
+        return;
+    };
+    env.create_secret(SECRET, &env.api_key.clone()).await;
+    env.start_operator();
+    env.create_vps("web-1", walkthrough_spec(SECRET)).await;
+    env.create_vps("web-2", walkthrough_spec(SECRET)).await;
+    let mut services = Vec::new();
+    for name in ["web-1", "web-2"] {
+        let vps = env.wait_phase(name, Phase::Running, RUNNING_TIMEOUT).await;
+        services.push(vps.status.unwrap().service_id.unwrap());
+    }
+
+    // The provider now rejects the key. A tag change on web-1 meets the rejection first and
+    // opens the breaker; web-2's change must then not be sent at all.
+    env.admin.set_expired(&env.api_key, true).await.unwrap();
+    let seen_before = env.admin.requests().await.unwrap().len();
+    let patch_tags = |tag: &'static str| serde_json::json!({"spec": {"tags": ["e2e", tag]}});
+    for name in ["web-1", "web-2"] {
+        env.vps_api()
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch_tags("blue")),
+            )
+            .await
+            .unwrap();
+        let vps = env
+            .wait_condition(name, "Stalled", "CredentialsRejected", CONDITION_TIMEOUT)
+            .await;
+        let message = &condition(&vps, "Stalled").unwrap().message;
+        assert!(message.contains(SECRET), "{message}");
+        assert!(message.contains("70 days"), "{message}");
+    }
+    let requests = env.admin.requests().await.unwrap();
+    let patches_for = |service: &str| {
+        requests[seen_before..]
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path == format!("/vps/{service}"))
+            .count()
+    };
+    assert_eq!(
+        patches_for(&services[0]),
+        1,
+        "web-1 sends the change that is rejected"
+    );
+    assert_eq!(
+        patches_for(&services[1]),
+        0,
+        "web-2's change is held by the breaker"
+    );
+
+    // The same key works again: the next pass reads once, the breaker closes, and both
+    // changes reach the servers without an operator restart.
+    env.admin.set_expired(&env.api_key, false).await.unwrap();
+    for (name, service) in ["web-1", "web-2"].into_iter().zip(&services) {
+        env.wait_for(name, RUNNING_TIMEOUT, "the tag change applied", |vps| {
+            let status = vps.status.as_ref();
+            status.and_then(|s| s.configured_generation) == vps.metadata.generation
+        })
+        .await;
+        let server = env.provider().vps(service).await.unwrap();
+        assert!(server.tags.contains(&"blue".to_string()), "{server:?}");
+    }
+    let stats = env.admin.stats().await.unwrap();
+    assert_eq!(
+        stats.orders_by_identity.values().sum::<u32>(),
+        2,
+        "{stats:?}"
+    );
+}

@@ -211,6 +211,13 @@ impl Pass {
 
     async fn run(&mut self) -> Result<Action, Error> {
         let account = self.account().await?;
+        if account.breaker_open() {
+            // Only a successful read closes the credentials breaker, and some steps send
+            // no read before their change. One small read therefore comes first: it
+            // closes the breaker if the key works again, or ends the pass with the
+            // provider's rejection.
+            account.vps_list(1, 0).await?;
+        }
         let mut facts = PassFacts::default();
 
         for _ in 0..MAX_STEPS {
