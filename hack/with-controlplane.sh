@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs a command with a local control plane for the end-to-end tests:
 #   hack/with-controlplane.sh COMMAND [ARGS...]
-# It starts etcd and kube-apiserver on loopback (hack/controlplane.sh), installs the CRD and
-# the operator's RBAC from deploy/, writes a kubeconfig for the operator's ServiceAccount,
-# exports ISHOSTING_E2E_KUBECONFIG (admin) and ISHOSTING_E2E_OPERATOR_KUBECONFIG
-# (ServiceAccount), runs the command, and stops the control plane whatever the outcome.
-# When the control plane cannot start, the command still runs without those variables:
-# the end-to-end tests then skip locally and fail under CI=true.
+# It starts etcd and kube-apiserver on loopback (hack/controlplane.sh) and installs the CRD
+# and the operator's RBAC from deploy/. It writes a kubeconfig for the operator's
+# ServiceAccount and exports ISHOSTING_E2E_KUBECONFIG (admin) and
+# ISHOSTING_E2E_OPERATOR_KUBECONFIG (ServiceAccount). Then it runs the command and stops the
+# control plane whatever the outcome. When the control plane cannot start, the command
+# still runs without those variables, so the end-to-end tests skip locally and fail under
+# CI=true.
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)

@@ -103,7 +103,7 @@ pub struct IsHostingVpsSpec {
     /// `Order` (default) quotes, orders and pays. `QuoteOnly` quotes and stops at phase
     /// `Quoted` until this is changed to `Order`. The field can be changed at any time,
     /// but `QuoteOnly` only stops an order that has not been sent: once an order exists
-    /// at the provider it is paid and followed as usual, whatever this field says.
+    /// at the provider it is paid and followed as usual, whatever this field is set to.
     #[serde(default)]
     pub order_policy: OrderPolicy,
 }
@@ -206,7 +206,7 @@ pub struct IsHostingVpsStatus {
     pub quote: Option<Quote>,
 
     /// Identity sent with the order. It is recorded before the order is sent, so that an
-    /// order whose answer was lost can be found at the provider instead of placed again.
+    /// order whose response was lost can be found at the provider instead of placed again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_identity: Option<String>,
 
@@ -245,7 +245,7 @@ pub struct IsHostingVpsStatus {
 
     /// Latest observations of the resource's state. `Ready` is True when the server runs;
     /// `Quoted`, `Ordered` and `Paid` say which money step is done; `Stalled` is True when
-    /// progress needs a person (its reason and message say why).
+    /// progress needs a person (its reason and message explain why).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

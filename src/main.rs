@@ -102,13 +102,13 @@ struct RunArgs {
     #[arg(long, env = "ISHOSTING_RESYNC_SECONDS", default_value_t = 300)]
     resync_seconds: u64,
 
-    /// Longest wait, in seconds, before retrying a resource whose passes keep failing with
+    /// Maximum wait, in seconds, before retrying a resource whose passes keep failing with
     /// temporary errors; the wait doubles from --poll-seconds up to it.
     #[arg(long, env = "ISHOSTING_MAX_BACKOFF_SECONDS", default_value_t = 300)]
     max_backoff_seconds: u64,
 
     /// Seconds before the first retry while a person must act (missing Secret, rejected
-    /// key, insufficient balance); later retries wait twice as long each time, up to 8
+    /// key, insufficient balance). Later retries wait twice as long each time, up to 8
     /// times this. A change of the Secret starts a retry at once.
     #[arg(long, env = "ISHOSTING_RECHECK_SECONDS", default_value_t = 120)]
     recheck_seconds: u64,

@@ -313,7 +313,7 @@ async fn dropped_order_answer_is_outcome_unknown() {
         .await
         .unwrap_err();
     assert_eq!(error.class(), ErrorClass::OutcomeUnknown, "{error}");
-    // The provider committed the order although the client saw no answer.
+    // The provider committed the order although the client received no response.
     let stats = admin.stats().await.unwrap();
     assert_eq!(stats.orders_by_identity.get("id-dropped"), Some(&1));
     assert_eq!(account.requests_sent(), 1, "an order is never retried");

@@ -5,8 +5,8 @@
 //! The kill points are reached deterministically. Points inside the operator use its
 //! test-only pause hook (`ISHOSTING_TEST_PAUSE_AT`): the pass logs `paused at <point>` and
 //! waits there until the test kills it. Points where a request is in flight use the
-//! simulator: it commits the order or payment and then holds the answer far past the
-//! test, and the test kills the operator once the admin stats show the commit.
+//! simulator: it commits the order or payment and then keeps back the response far past
+//! the test, and the test kills the operator once the admin stats show the commit.
 //!
 //! With `ISHOSTING_RELIABILITY_REPORT=FILE` each run appends a JSON row to FILE for
 //! `hack/reliability-report.sh`.
@@ -28,7 +28,7 @@ const NAME: &str = "crash";
 const RUNS: usize = 3;
 const REACH_TIMEOUT: Duration = Duration::from_secs(60);
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(90);
-/// How long the simulator keeps back an answer it committed, in milliseconds. It is far
+/// How long the simulator keeps back a response it committed, in milliseconds. It is far
 /// longer than a run, so the operator is killed while it still waits.
 const HOLD_MS: u64 = 60_000;
 
@@ -37,7 +37,7 @@ const HOLD_MS: u64 = 60_000;
 enum Reach {
     /// The operator's pause hook at this point.
     Pause(&'static str),
-    /// The simulator commits this operation (`order` or `pay`) and keeps back its answer.
+    /// The simulator commits this operation (`order` or `pay`) and keeps back its response.
     HoldAnswer(&'static str),
 }
 

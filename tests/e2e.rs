@@ -518,7 +518,7 @@ async fn kubectl_explain_shows_field_docs() {
     panic!("kubectl explain did not show the plan's doc: {last}");
 }
 
-/// Runs the walkthrough with the simulator dropping the first answer of `operation`
+/// Runs the walkthrough with the simulator dropping the first response to `operation`
 /// after committing it, and returns the stats once the server runs.
 async fn walkthrough_with_dropped_answer(
     test: &str,
@@ -552,8 +552,8 @@ async fn walkthrough_with_dropped_answer(
 
 #[tokio::test]
 async fn lost_order_answer_is_found_not_reordered() {
-    // The provider commits the order but the operator sees the connection drop; after the
-    // settle window it finds the order by its identity instead of ordering again.
+    // The provider commits the order, but the operator's connection drops. After the
+    // settle window the operator finds the order by its identity instead of ordering again.
     let Some(stats) = walkthrough_with_dropped_answer("lost-order", "order").await else {
         return;
     };

@@ -69,6 +69,41 @@ pub fn set(
     }
 }
 
+/// Sets conditions of one status, all at the same generation and time.
+pub struct Updater<'a> {
+    list: &'a mut Vec<Condition>,
+    generation: i64,
+    now: DateTime<Utc>,
+}
+
+impl<'a> Updater<'a> {
+    pub fn new(list: &'a mut Vec<Condition>, generation: i64, now: DateTime<Utc>) -> Self {
+        Updater {
+            list,
+            generation,
+            now,
+        }
+    }
+
+    /// Sets condition `type_`, as [`set`] does.
+    pub fn set(&mut self, type_: &str, status: Status, reason: &str, message: &str) {
+        set(
+            self.list,
+            type_,
+            status,
+            reason,
+            message,
+            self.generation,
+            self.now,
+        );
+    }
+
+    /// Returns condition `type_` if present.
+    pub fn find(&self, type_: &str) -> Option<&Condition> {
+        find(self.list, type_)
+    }
+}
+
 /// Returns condition `type_` if present.
 pub fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
     conditions.iter().find(|c| c.type_ == type_)
@@ -80,7 +115,7 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
 }
 
 fn to_time(now: DateTime<Utc>) -> Time {
-    // Conditions carry whole seconds on the wire; dropping the fraction here keeps a
+    // Conditions carry whole seconds on the wire. Dropping the fraction here keeps a
     // freshly built condition equal to the one read back from the API server.
     let timestamp =
         jiff::Timestamp::from_second(now.timestamp()).unwrap_or(jiff::Timestamp::UNIX_EPOCH);

@@ -1,4 +1,4 @@
-//! Errors of one reconcile pass, each with a stable category and a class that says what
+//! Errors of one reconcile pass, each with a stable category and a class that decides what
 //! happens next.
 
 use crate::ishosting::{ApiError, ErrorClass};

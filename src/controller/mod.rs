@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 
 pub use error::Error;
 
-/// Field manager of every status write, so server-side apply sees one owner.
+/// Field manager of every status write, so server-side apply records one owner.
 pub const FIELD_MANAGER: &str = "ishosting-operator";
 
 /// Location of the operator's default API key.
@@ -140,9 +140,10 @@ impl Context {
     }
 
     /// Returns the delay before the next attempt for a resource whose pass failed.
-    /// Transient errors back off exponentially from the fast requeue (with jitter) up to
-    /// `max_backoff`; errors that need a person wait `needs_user_requeue`; an unknown
-    /// outcome waits the settle window before the provider is searched.
+    /// Transient errors back off exponentially, with jitter, from the fast requeue up to
+    /// `max_backoff`. Errors that need a person back off from `needs_user_requeue` up to
+    /// 8 times it. An unknown outcome waits the settle window before the provider is
+    /// searched.
     pub fn next_backoff(&self, obj: &IsHostingVps, class: ErrorClass) -> Duration {
         let key = obj.uid().unwrap_or_else(|| obj.name_any());
         let attempts = {
@@ -218,9 +219,9 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         );
     }
 
-    // Status writes do not re-trigger a pass: the next pass comes from the requeue the
-    // pass asked for, so an error that needs a person is retried on its own schedule and
-    // a money call is not repeated milliseconds after the status recorded its failure.
+    // Status writes do not re-trigger a pass. The next pass comes from the requeue that the
+    // pass requested, so an error that needs a person is retried on its own schedule. A
+    // money call is then not repeated milliseconds after the status recorded its failure.
     let (store, writer) = reflector::store();
     let triggers = reflector(
         writer,

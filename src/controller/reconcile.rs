@@ -5,8 +5,8 @@
 //! 1. The order identity and send time are stored in status (and the write confirmed)
 //!    before the order is sent.
 //! 2. The provider is searched for an order with this resource's identity or UID before
-//!    any order is placed, and an order whose outcome is unknown is searched for only after
-//!    a settle window, so an order still being processed is not placed twice.
+//!    an order is placed again. An order whose outcome is unknown is searched for only
+//!    after a settle window, so an order still being processed is not placed twice.
 //! 3. An invoice's live status is read before it is paid, and payment is never retried
 //!    blindly; the provider itself rejects paying a paid invoice.
 
@@ -45,8 +45,8 @@ pub const TEST_PAUSE_VAR: &str = "ISHOSTING_TEST_PAUSE_AT";
 /// environment variable [`TEST_PAUSE_VAR`] names `point`, the pass writes `paused at
 /// <point>` to stderr and then waits forever, so that a test can kill the process exactly
 /// there. Unset (as in production), it does nothing. The points are `order-recorded`
-/// (identity stored, order not sent), `order-answered` (order answer received, invoice not
-/// recorded), `pay-answered` (payment answer received, not recorded) and `provisioning`
+/// (identity stored, order not sent), `order-answered` (order response received, invoice not
+/// recorded), `pay-answered` (payment response received, not recorded) and `provisioning`
 /// (a server not yet running is about to be polled).
 async fn test_pause(point: &str) {
     static PAUSE_AT: OnceLock<Option<String>> = OnceLock::new();
@@ -91,7 +91,7 @@ pub fn error_policy(obj: Arc<IsHostingVps>, error: &ReconcileError, ctx: Arc<Con
             (e.category(), e.class(), None)
         }
         // The watch cache can lag behind a finalizer this operator added a moment ago; the
-        // JSON patch's test then fails with 422 and a quick retry sees the finalizer.
+        // JSON patch's test then fails with 422 and a quick retry finds the finalizer.
         ReconcileError::AddFinalizer(kube::Error::Api(status)) if status.code == 422 => {
             debug!(resource = %obj.name_any(), "finalizer already added; retrying with a fresh copy");
             return Action::requeue(Duration::from_secs(1));
@@ -298,8 +298,8 @@ impl Pass {
         self.secret_label = Some(format!("{namespace}/{name}"));
         let key = read_api_key(&self.ctx, &namespace, &name, &key).await?;
         let account = self.ctx.provider.account(key);
-        // A resource that keeps failing is already backing off between passes; retrying
-        // each read inside the pass as well would multiply what it costs the key's budget.
+        // A resource that keeps failing already backs off between passes. Retrying each
+        // read inside the pass as well would multiply its cost to the key's budget.
         if self.ctx.repeated_failures(&self.obj) {
             return Ok(account.without_retries());
         }
@@ -684,91 +684,44 @@ impl Pass {
         let status = &mut self.status;
         status.phase = Some(phase);
         status.observed_generation = Some(generation);
-        let list = &mut status.conditions;
+        let mut updates = conditions::Updater::new(&mut status.conditions, generation, now);
 
         if let Some(quote) = &status.quote {
             let message = format!(
                 "{} {} for plan {}",
                 quote.total, quote.currency, self.obj.spec.plan
             );
-            conditions::set(
-                list,
-                QUOTED,
-                Status::True,
-                "QuoteAccepted",
-                &message,
-                generation,
-                now,
-            );
+            updates.set(QUOTED, Status::True, "QuoteAccepted", &message);
         }
         match (&status.invoice_id, status.invoice_status.as_deref()) {
             (Some(invoice), invoice_status) => {
                 let message = format!("invoice {invoice} created by the order");
-                conditions::set(
-                    list,
-                    ORDERED,
-                    Status::True,
-                    "OrderPlaced",
-                    &message,
-                    generation,
-                    now,
-                );
+                updates.set(ORDERED, Status::True, "OrderPlaced", &message);
                 match invoice_status {
                     Some("Paid") => {
                         let message = format!("invoice {invoice} paid from the account balance");
-                        conditions::set(
-                            list,
-                            PAID,
-                            Status::True,
-                            "InvoicePaid",
-                            &message,
-                            generation,
-                            now,
-                        );
+                        updates.set(PAID, Status::True, "InvoicePaid", &message);
                     }
                     Some("Cancelled") | Some("Refunded") => {
                         let message = format!(
                             "invoice {invoice} was cancelled before it was paid; delete this resource and create a new one to order again"
                         );
-                        conditions::set(
-                            list,
-                            PAID,
-                            Status::False,
-                            "InvoiceCancelled",
-                            &message,
-                            generation,
-                            now,
-                        );
+                        updates.set(PAID, Status::False, "InvoiceCancelled", &message);
                     }
                     _ if error.is_none()
-                        && conditions::find(list, PAID)
+                        && updates
+                            .find(PAID)
                             .is_none_or(|c| c.reason != "PaymentPending") =>
                     {
                         let message = format!("invoice {invoice} is unpaid");
-                        conditions::set(
-                            list,
-                            PAID,
-                            Status::False,
-                            "InvoiceUnpaid",
-                            &message,
-                            generation,
-                            now,
-                        );
+                        updates.set(PAID, Status::False, "InvoiceUnpaid", &message);
                     }
                     _ => {}
                 }
             }
             (None, _) if status.order_identity.is_some() && error.is_none() => {
                 let message = "an order was sent; its outcome is being confirmed at the provider";
-                conditions::set(
-                    list,
-                    ORDERED,
-                    Status::Unknown,
-                    "OrderUnconfirmed",
-                    message,
-                    generation,
-                    now,
-                );
+                updates.set(ORDERED, Status::Unknown, "OrderUnconfirmed", message);
             }
             _ => {}
         }
@@ -784,60 +737,20 @@ impl Pass {
                     status.service_id.as_deref().unwrap_or_default(),
                     status.public_ip.as_deref().unwrap_or("an unknown address")
                 );
-                conditions::set(
-                    list,
-                    READY,
-                    Status::True,
-                    "Running",
-                    &message,
-                    generation,
-                    now,
-                );
-                conditions::set(
-                    list,
-                    STALLED,
-                    Status::False,
-                    "Progressing",
-                    "",
-                    generation,
-                    now,
-                );
+                updates.set(READY, Status::True, "Running", &message);
+                updates.set(STALLED, Status::False, "Progressing", "");
             }
             None => {
                 let message = progress;
-                conditions::set(
-                    list,
-                    READY,
-                    Status::False,
-                    phase.as_str(),
-                    &message,
-                    generation,
-                    now,
-                );
+                updates.set(READY, Status::False, phase.as_str(), &message);
                 if cancelled {
                     let message = format!(
                         "invoice {} was cancelled unpaid (it expired or was cancelled at the provider); nothing more is ordered for this resource. Delete it and create it again to order anew",
                         status.invoice_id.as_deref().unwrap_or("(unknown)")
                     );
-                    conditions::set(
-                        list,
-                        STALLED,
-                        Status::True,
-                        "InvoiceCancelled",
-                        &message,
-                        generation,
-                        now,
-                    );
+                    updates.set(STALLED, Status::True, "InvoiceCancelled", &message);
                 } else {
-                    conditions::set(
-                        list,
-                        STALLED,
-                        Status::False,
-                        "Progressing",
-                        "",
-                        generation,
-                        now,
-                    );
+                    updates.set(STALLED, Status::False, "Progressing", "");
                 }
             }
             Some(error) => {
@@ -850,36 +763,12 @@ impl Pass {
                 };
                 let reason = self::error_reason(error, self.failed_step.as_ref());
                 let message = error_message(error, &context);
-                conditions::set(
-                    list,
-                    READY,
-                    Status::False,
-                    reason,
-                    &message,
-                    generation,
-                    now,
-                );
+                updates.set(READY, Status::False, reason, &message);
                 if error.class() == ErrorClass::NeedsUser {
-                    conditions::set(
-                        list,
-                        STALLED,
-                        Status::True,
-                        reason,
-                        &message,
-                        generation,
-                        now,
-                    );
+                    updates.set(STALLED, Status::True, reason, &message);
                 } else {
                     let retrying = format!("retrying after a temporary error: {message}");
-                    conditions::set(
-                        list,
-                        STALLED,
-                        Status::False,
-                        "Retrying",
-                        &retrying,
-                        generation,
-                        now,
-                    );
+                    updates.set(STALLED, Status::False, "Retrying", &retrying);
                 }
                 let step_condition = match self.failed_step {
                     Some(Step::Quote) => Some(QUOTED),
@@ -893,7 +782,7 @@ impl Pass {
                     } else {
                         Status::False
                     };
-                    conditions::set(list, type_, value, reason, &message, generation, now);
+                    updates.set(type_, value, reason, &message);
                 }
             }
         }
@@ -901,38 +790,14 @@ impl Pass {
         if let (Some(hold), None) = (&self.hold, error) {
             let reason = hold.reason();
             let message = hold.message(self.ctx.config.needs_user_requeue);
-            conditions::set(
-                list,
-                ORDERED,
-                Status::False,
-                reason,
-                &message,
-                generation,
-                now,
-            );
-            conditions::set(
-                list,
-                READY,
-                Status::False,
-                reason,
-                &message,
-                generation,
-                now,
-            );
+            updates.set(ORDERED, Status::False, reason, &message);
+            updates.set(READY, Status::False, reason, &message);
             let (stalled, stalled_message) = if hold.stalls() {
                 (Status::True, message.as_str())
             } else {
                 (Status::False, "")
             };
-            conditions::set(
-                list,
-                STALLED,
-                stalled,
-                reason,
-                stalled_message,
-                generation,
-                now,
-            );
+            updates.set(STALLED, stalled, reason, stalled_message);
         }
     }
 
@@ -1021,8 +886,8 @@ async fn cleanup(obj: Arc<IsHostingVps>, ctx: Arc<Context>) -> Result<Action, Er
     let account = match pass.account().await {
         Ok(account) => account,
         Err(error) if error.class() == ErrorClass::NeedsUser => {
-            // Unpaid invoices are cancelled by the provider after 3 days, so a missing key
-            // does not block deletion; a paid server is reported instead of forgotten.
+            // The provider cancels unpaid invoices after 3 days, so a missing key does not
+            // block deletion. A paid server is reported in an event instead of forgotten.
             let note = format!(
                 "deleted without checking the provider ({error}); an unpaid invoice {} expires by itself after 3 days, a paid server {} keeps running",
                 pass.status.invoice_id.as_deref().unwrap_or("(unknown)"),

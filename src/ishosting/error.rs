@@ -108,7 +108,7 @@ impl ApiError {
             | ApiError::Provider { .. }
             | ApiError::Transport { .. }
             | ApiError::Decode { .. }
-            // The provider answers 409 while another order of the account is in progress.
+            // The provider returns 409 while another order of the account is in progress.
             | ApiError::Conflict { .. } => ErrorClass::Transient,
             ApiError::Unauthorized { .. }
             | ApiError::Validation { .. }

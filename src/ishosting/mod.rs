@@ -2,13 +2,13 @@
 //!
 //! One [`ApiClient`] per process owns the HTTP connection pool. [`ApiClient::account`] binds
 //! it to an API key; every [`Account`] for the same key shares that key's request budget
-//! (see [`Budget`]) and its order lock. ResponseParts types accept the provider's documented shapes
+//! (see [`Budget`]) and its order lock. Response types accept the provider's documented shapes
 //! and the variations real responses have shown (ids as numbers or strings, status words in any
 //! case, money as `"10.50$"` or a bare number).
 //!
-//! Error handling follows [`ApiError::class`]: transient errors may be retried later,
-//! errors that need a person are reported, and [`ApiError::OutcomeUnknown`] (only from
-//! [`Account::order`] and [`Account::pay`]) means money may have moved, so the caller must
+//! Error handling follows [`ApiError::class`]. Transient errors may be retried later, and
+//! errors that need a person are reported. [`ApiError::OutcomeUnknown`], only from
+//! [`Account::order`] and [`Account::pay`], means money may have moved, so the caller must
 //! look the invoice up before repeating the call.
 
 mod client;

@@ -155,7 +155,7 @@ pub struct ServiceStatus {
 }
 
 impl Default for ServiceStatus {
-    /// An all-unknown status, used when an response carries none.
+    /// An all-unknown status, used when a response carries none.
     fn default() -> Self {
         ServiceStatus {
             code: ServiceStatusCode::Unknown(String::new()),

@@ -1,6 +1,6 @@
 //! Request and response types of the is*hosting API.
 //!
-//! ResponseParts types read the provider's nested JSON (for example `plan.code` or
+//! Response types read the provider's nested JSON (for example `plan.code` or
 //! `network.protocols.ipv4[].address`) into flat structs and ignore every field they do not
 //! name. Where the provider's examples disagree with what public clients have seen, both forms
 //! are accepted: ids as numbers or strings, codes as strings or `{code, name}` objects, money

@@ -400,7 +400,7 @@ pub fn condition<'a>(
         .find(|c| c.type_ == type_)
 }
 
-/// The walkthrough's order: plan 29_6m in Amsterdam with Debian, 4 extra IPs and 2 GB RAM.
+/// Returns the walkthrough's order: plan 29_6m in Amsterdam with Debian, 4 extra IPs and 2 GB RAM.
 pub fn walkthrough_spec(secret: &str) -> serde_json::Value {
     serde_json::json!({
         "plan": "29_6m",
